@@ -1,0 +1,20 @@
+"""One explicit registry of backends. Backend modules import their framework lazily, inside methods,
+so `harness list` works with any subset of frameworks installed."""
+
+from harness.backends.base import Artifact, Backend, Probe, Unsupported
+from harness.backends.onnxruntime_backend import OnnxRuntimeBackend
+from harness.backends.openvino_backend import OpenVinoBackend
+from harness.backends.torch_backend import TorchBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    "torch": TorchBackend,
+    "onnxruntime": OnnxRuntimeBackend,
+    "openvino": OpenVinoBackend,
+}
+
+
+def get_backend(name: str) -> Backend:
+    return BACKENDS[name]()
+
+
+__all__ = ["Artifact", "Backend", "BACKENDS", "Probe", "Unsupported", "get_backend"]

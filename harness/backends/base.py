@@ -1,0 +1,72 @@
+"""The small protocol every backend implements, and what build() hands over to load()."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class Unsupported(Exception):
+    """Raised when a cell turns out not to be possible here; the message is the cell's reason."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    installed: bool
+    version: str | None
+    reason: str | None  # why not installed / usable
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path  # the file (or main file) a deployment would ship
+    files: tuple[Path, ...]  # everything counted in size_bytes
+    details: dict = field(default_factory=dict)  # how it was converted/quantized, recorded in the cell
+    handle: Any = None  # an in-process object load() may reuse (e.g. a quantized torch module)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+
+class Backend:
+    """A framework: NAME, the packages whose versions identify it, and four methods."""
+
+    NAME = ""
+    MODULE = ""  # import name probed without importing it
+    PACKAGES: tuple[str, ...] = ()  # distributions whose versions are recorded
+    EXTRA = ""  # pip extra that installs it
+    UNSUPPORTED: dict[str, str] = {}  # precision -> reason, known without trying
+
+    def probe(self) -> Probe:
+        if importlib.util.find_spec(self.MODULE) is None:
+            return Probe(False, None, f"{self.NAME} not installed (pip install 'ptq-harness[{self.EXTRA}]')")
+        return Probe(True, self.versions().get(self.PACKAGES[0]), None)
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for pkg in self.PACKAGES:
+            try:
+                out[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return out
+
+    def supports(self, precision: str, device: str) -> str | None:
+        """None if the cell can be tried, else the reason it cannot (cheap: no framework import)."""
+        if device != "cpu":
+            return f"{self.NAME} on {device} is not implemented on this target"
+        return self.UNSUPPORTED.get(precision)
+
+    def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, threads: int) -> Predict:  # pragma: no cover - protocol
+        raise NotImplementedError

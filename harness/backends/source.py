@@ -1,0 +1,54 @@
+"""What every backend builds from: the same fp32 weights, the same calibration tensors, one ONNX export."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.cifar10 import cache_dir
+from harness.models import ModelSpec, build_torch
+
+ONNX_OPSET = 17
+
+
+@dataclass
+class Source:
+    spec: ModelSpec
+    weights: Path
+    calib: np.ndarray  # preprocessed calibration images, in the model's input layout
+    _model: object = field(default=None, repr=False)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return (batch, *self.calib.shape[1:])
+
+    def torch_model(self):
+        """A fresh fp32 module each call (quantization flows mutate or wrap it)."""
+        return build_torch(self.spec, self.weights)
+
+    def onnx_path(self) -> Path:
+        """One fp32 ONNX export per (weights, torch version, opset), shared by onnxruntime and openvino."""
+        import torch
+
+        name = f"{self.spec.name}-{self.spec.sha256[:12]}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+        path = cache_dir() / "onnx" / name
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter writes one self-contained file with a dynamic batch axis; the dynamo
+            # exporter (torch's default) splits weights into external data and cannot target opset 17.
+            torch.onnx.export(self.torch_model(), (torch.zeros(self.input_shape()),), str(tmp),
+                              input_names=["x"], output_names=["logits"], opset_version=ONNX_OPSET,
+                              dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        os.replace(tmp, path)
+        return path
+
+    def calib_batches(self, batch: int):
+        for i in range(0, len(self.calib), batch):
+            yield self.calib[i:i + batch]

@@ -1,0 +1,102 @@
+"""PyTorch (CPU, eager): fp32/fp16/bf16 casts, torch.ao FX static int8 (x86), dynamic (Linear only)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from harness.backends.base import Artifact, Backend, Predict, Unsupported
+
+CALIB_BATCH = 100
+
+
+class TorchBackend(Backend):
+    NAME = "torch"
+    MODULE = "torch"
+    PACKAGES = ("torch",)
+    EXTRA = "torch"
+    UNSUPPORTED = {
+        "uint8": "torch.ao's x86 static quantization already runs uint8 activations with int8 weights "
+                 "(U8S8, see the int8 cell); its x86 kernels have no signed-activation variant to compare",
+    }
+
+    def build(self, src, precision: str, workdir: Path) -> Artifact:
+        import torch
+
+        model = src.torch_model()
+        details: dict = {"format": "torch.save(state_dict)"}
+        if precision in ("fp16", "bf16"):
+            dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+            model = model.to(dtype)
+            self._check_kernels(model, src, dtype)
+            details["compute"] = f"{dtype} weights and activations (eager CPU kernels)"
+        elif precision == "int8":
+            model, more = self._static_int8(model, src)
+            details.update(more)
+        elif precision == "dynamic":
+            model, more = self._dynamic(model)
+            details.update(more)
+        path = workdir / "model.pt"
+        torch.save(model.state_dict(), path)
+        return Artifact(path, (path,), details, handle=model)
+
+    @staticmethod
+    def _check_kernels(model, src, dtype) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                model(torch.from_numpy(src.calib[:2]).to(dtype))
+        except (RuntimeError, NotImplementedError) as exc:
+            raise Unsupported(f"torch {dtype} CPU kernel missing: {str(exc).splitlines()[0]}") from None
+
+    @staticmethod
+    def _static_int8(model, src):
+        import torch
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        example = (torch.from_numpy(src.calib[:1]),)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization warns it is deprecated in favour of torchao
+            prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example)
+            with torch.inference_mode():
+                for batch in src.calib_batches(CALIB_BATCH):
+                    prepared(torch.from_numpy(batch))
+            quantized = convert_fx(prepared)
+        return quantized, {
+            "api": "torch.ao.quantization.quantize_fx prepare_fx/convert_fx (engine x86)",
+            "activations": "uint8 per-tensor affine (HistogramObserver, reduce_range)",
+            "weights": "int8 per-channel symmetric (PerChannelMinMaxObserver)",
+            "calibration_method": "histogram (torch x86 default qconfig)",
+        }
+
+    @staticmethod
+    def _dynamic(model):
+        import torch
+        from torch import nn
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        n_linear = sum(isinstance(m, nn.Linear) for m in layers)
+        return quantized, {
+            "api": "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)",
+            "note": f"only Linear layers are quantized ({n_linear} of {len(layers)} conv/linear layers); "
+                    "torch has no dynamic-quantized Conv2d, so the convolutions stay fp32",
+        }
+
+    def load(self, artifact: Artifact, threads: int) -> Predict:
+        import torch
+
+        torch.set_num_threads(threads)
+        model = artifact.handle
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+        def predict(x):
+            with torch.inference_mode():
+                return model(torch.from_numpy(x).to(dtype)).float().numpy()
+
+        return predict

@@ -1,0 +1,164 @@
+"""`harness run | list | env`: the command line. Bad input -> one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.config import PRECISIONS, load_target, parse_settings, pick
+from harness.errors import UserError
+
+RESULTS = Path("results")
+SETTING_FLAGS = {  # CLI flag -> RunSettings field
+    "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "min_duration": "min_duration_s",
+    "min_count": "min_count", "timeout": "timeout_s", "calibration_size": "calibration_size",
+    "calibration_seed": "calibration_seed", "test_limit": "test_limit",
+}
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="quantize and benchmark the target's matrix")
+    p.add_argument("--target", default="local", help="targets/<name>.toml or a path (default: local)")
+    p.add_argument("--models", help="comma list (default: the target's)")
+    p.add_argument("--backends", help="comma list (default: the target's)")
+    p.add_argument("--precisions", help=f"comma list of {','.join(PRECISIONS)} (default: the target's)")
+    p.add_argument("--data-dir", help="CIFAR-10 and weights (default: $PTQ_HARNESS_DATA, else download)")
+    p.add_argument("--out", help="run folder (default: results/<target>/<UTC time>)")
+    p.add_argument("--cache-dir", help="artifact cache (default: $PTQ_HARNESS_CACHE or the user cache)")
+    p.add_argument("--resume", action="store_true", help="continue --out (or the newest run), skip done cells")
+    p.add_argument("--force", action="store_true", help="re-run and overwrite finished cells")
+    p.add_argument("--threads", type=int, help="threads for every backend (0 = all cores)")
+    p.add_argument("--batch-sizes", help="throughput batch sizes, comma list (default 64)")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--min-duration", type=float, help="seconds each timing loop runs at least")
+    p.add_argument("--min-count", type=int, help="calls each latency loop makes at least")
+    p.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 900)")
+    p.add_argument("--calibration-size", type=int)
+    p.add_argument("--calibration-seed", type=int)
+    p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="onnxruntime's calibrator (others use their framework default, recorded)")
+    p.add_argument("--test-limit", type=int, help="use the first N test images (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    lp = sub.add_parser("list", help="what this machine can run, and why not")
+    lp.add_argument("--target", default="local")
+    sub.add_parser("env", help="print the environment record as JSON")
+    return parser
+
+
+def _overrides(args) -> dict:
+    raw = {}
+    for flag, key in SETTING_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag == "batch_sizes":
+            try:
+                value = [int(v) for v in value.split(",")]
+            except ValueError:
+                raise UserError(f"--batch-sizes {value!r}: expected a comma list of integers") from None
+        raw[key] = value
+    return raw
+
+
+def _out_dir(args, target: str) -> Path:
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        runs = sorted(p.parent for p in (RESULTS / target).glob("*/run.json"))
+        if not runs:
+            raise UserError(f"--resume: no run under {RESULTS / target}/ to resume; pass --out")
+        out = runs[-1]
+    else:
+        out = RESULTS / target / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if (out / "run.json").exists() and not (args.resume or args.force):
+        raise UserError(f"--out {out}: a run already exists there; pass --resume to finish it, "
+                        "--force to redo its cells, or choose another folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK) or not probe.is_dir():
+        raise UserError(f"--out {out}: {probe} is not a writable directory")
+    return out
+
+
+def cmd_run(args) -> int:
+    from harness.backends import BACKENDS
+    from harness.data.cifar10 import cache_dir, data_root
+    from harness.models import ZOO
+    from harness.prepare import prepare
+    from harness.progress import console, summary
+    from harness.runner import RunConfig, execute
+
+    target = load_target(args.target)
+    settings = parse_settings(_overrides(args), "command line", base=target.run)
+    data_dir, may_download = data_root(args.data_dir)
+    data_dir = data_dir.resolve()
+    if args.data_dir and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir}: not a directory")
+    cache = Path(args.cache_dir) if args.cache_dir else cache_dir()
+    cfg = RunConfig(target, pick(args.models, target.models, ZOO, "models"),
+                    pick(args.backends, target.backends, BACKENDS, "backends"),
+                    pick(args.precisions, target.precisions, PRECISIONS, "precisions"), settings, data_dir,
+                    may_download, _out_dir(args, target.name), cache, args.resume, args.force,
+                    args.calibration_method)
+    for m in cfg.models:  # verify every weight file before anything is written
+        ZOO[m].weights_path(data_dir, may_download)
+    prep = prepare(data_dir, may_download, cfg.models, settings, args.calibration_method, cache)
+    console.print(f"run {cfg.out_dir}: {len(cfg.models)} models x {len(cfg.backends)} backends x "
+                  f"{len(cfg.precisions)} precisions, {prep.test['size']} test images, "
+                  f"{prep.calibration['size']} calibration images, {settings.resolved_threads()} threads")
+    cells = execute(cfg, prep)
+    console.print(summary(cells, f"{cfg.out_dir}"))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from harness.backends import BACKENDS, get_backend
+    from harness.models import ZOO
+
+    target = load_target(args.target)
+    print(f"target {target.name} (device {target.device}); models: {', '.join(target.models)} "
+          f"(zoo: {', '.join(ZOO)})")
+    for name in BACKENDS:
+        backend = get_backend(name)
+        probe = backend.probe()
+        head = f"{name} {probe.version}" if probe.installed else f"{name}: {probe.reason}"
+        print(head + ("" if name in target.backends else "  [not in this target]"))
+        if not probe.installed:
+            continue
+        for precision in PRECISIONS:
+            reason = backend.supports(precision, target.device)
+            print(f"  {precision:8s} {'ok' if reason is None else 'unsupported: ' + reason}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    from harness import envinfo
+
+    print(json.dumps(envinfo.capture(), indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env}[args.command](args)
+    except UserError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

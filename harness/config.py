@@ -1,0 +1,149 @@
+"""Typed, validated target and run configuration: TOML in, frozen dataclasses out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from harness.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "uint8", "dynamic")
+TARGET_SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = Path(os.environ.get("PTQ_HARNESS_TARGETS", REPO_ROOT / "targets"))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How every cell is measured; identical for every backend of a run."""
+
+    threads: int = 0  # 0 = all cores the process may use
+    batch_sizes: tuple[int, ...] = (64,)
+    warmup: int = 10
+    min_duration_s: float = 1.0  # latency loop runs until BOTH this and min_count are met
+    min_count: int = 50
+    timeout_s: float = 900.0
+    calibration_size: int = 1000
+    calibration_seed: int = 0
+    test_limit: int = 0  # 0 = the whole test set
+
+    def resolved_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
+
+
+_SETTING_TYPES = {
+    "threads": int, "batch_sizes": list, "warmup": int, "min_duration_s": float, "min_count": int,
+    "timeout_s": float, "calibration_size": int, "calibration_seed": int, "test_limit": int,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    device: str
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...]
+    models: tuple[str, ...]
+    run: RunSettings
+    path: str = ""
+    sha256: str = ""
+
+
+def _expect(cond: bool, where: str, key: str, value, expected: str) -> None:
+    if not cond:
+        raise UserError(f"{where}: key '{key}' = {value!r}: expected {expected}")
+
+
+def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> RunSettings:
+    """Validate a [run] table (or CLI overrides) into RunSettings."""
+    base = base or RunSettings()
+    known = {f.name for f in fields(RunSettings)}
+    values = {}
+    for key, value in raw.items():
+        _expect(key in known, where, f"run.{key}", value, f"one of {sorted(known)}")
+        kind = _SETTING_TYPES[key]
+        if kind is list:
+            ok = isinstance(value, list | tuple) and value and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            _expect(bool(ok), where, f"run.{key}", value, "a non-empty list of positive integers")
+            value = tuple(value)
+        elif kind is float:
+            _expect(isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
+                    where, f"run.{key}", value, "a positive number")
+            value = float(value)
+        else:
+            _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                    where, f"run.{key}", value, "a non-negative integer")
+        values[key] = value
+    settings = replace(base, **values)
+    _expect(settings.calibration_size > 0, where, "run.calibration_size", settings.calibration_size, "> 0")
+    return settings
+
+
+def _names(raw: dict, key: str, allowed, where: str) -> tuple[str, ...]:
+    value = raw.get(key)
+    _expect(isinstance(value, list) and value and all(isinstance(v, str) for v in value),
+            where, key, value, "a non-empty list of strings")
+    for v in value:
+        _expect(v in allowed, where, key, v, f"one of {', '.join(sorted(allowed))}")
+    return tuple(value)
+
+
+def target_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml":
+        return p
+    return TARGETS_DIR / f"{name_or_path}.toml"
+
+
+def load_target(name_or_path: str) -> Target:
+    """Read targets/<name>.toml (or a path) and validate every key."""
+    from harness.backends import BACKENDS
+    from harness.models import ZOO
+
+    path = target_path(name_or_path)
+    if not path.is_file():
+        known = sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+        raise UserError(f"target '{name_or_path}': no file {path}; expected one of {', '.join(known)}")
+    data = path.read_bytes()
+    try:
+        raw = tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    where = str(path)
+    allowed = {"schema_version", "name", "device", "backends", "precisions", "models", "run",
+               "container", "environments"}
+    for key in raw:
+        _expect(key in allowed, where, key, raw[key], f"one of {sorted(allowed)}")
+    _expect(raw.get("schema_version") == TARGET_SCHEMA_VERSION, where, "schema_version",
+            raw.get("schema_version"), str(TARGET_SCHEMA_VERSION))
+    _expect(raw.get("name") == path.stem, where, "name", raw.get("name"), f"'{path.stem}' (the file name)")
+    _expect(raw.get("device") in ("cpu", "cuda"), where, "device", raw.get("device"), "'cpu' or 'cuda'")
+    run = raw.get("run", {})
+    _expect(isinstance(run, dict), where, "run", run, "a table")
+    return Target(
+        name=raw["name"], device=raw["device"],
+        backends=_names(raw, "backends", BACKENDS, where),
+        precisions=_names(raw, "precisions", PRECISIONS, where),
+        models=_names(raw, "models", ZOO, where),
+        run=parse_settings(run, where), path=str(path), sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def pick(requested: str | None, allowed: tuple[str, ...], universe, what: str) -> tuple[str, ...]:
+    """Apply a --models/--backends/--precisions comma list to the target's own list."""
+    if not requested:
+        return allowed
+    chosen = tuple(x.strip() for x in requested.split(",") if x.strip())
+    for x in chosen:
+        if x not in universe:
+            raise UserError(f"--{what} {x!r}: unknown; expected one of {', '.join(sorted(universe))}")
+    return chosen

@@ -1,0 +1,81 @@
+"""Model zoo: one explicit registry of CIFAR-10 models with checksummed published weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.data.cifar10 import cache_dir
+from harness.data.download import fetch, verify
+from harness.data.prep import Preprocess
+from harness.errors import UserError
+
+IMAGENET_NORM = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+MLPERF_TINY = ("https://github.com/mlcommons/tiny/raw/master/benchmark/training/"
+               "image_classification/trained_models/")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: str  # "resnet_cifar:<depth>" or "resnet8"
+    subdir: str  # folder under the data dir that holds the weight file
+    filename: str
+    sha256: str
+    url: str
+    published_top1: float | None
+    published_note: str
+    preprocess: Preprocess
+
+    def weights_path(self, data_dir: Path, may_download: bool) -> Path:
+        """The verified weight file: from the data dir, else (if allowed) downloaded into the cache."""
+        local = data_dir / self.subdir / self.filename
+        if local.is_file():
+            verify(local, self.sha256)
+            return local
+        if not may_download:
+            raise UserError(f"model {self.name}: weight file {local} not found "
+                            f"(expected the published file {self.url}, sha256 {self.sha256})")
+        return fetch(self.url, cache_dir() / "weights" / self.filename, self.sha256)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights": self.filename, "weights_sha256": self.sha256,
+                "url": self.url, "published_top1": self.published_top1,
+                "published_note": self.published_note, "preprocess": self.preprocess.describe()}
+
+
+def _akamaster(depth: int, filename: str, sha: str, top1: float) -> ModelSpec:
+    return ModelSpec(f"resnet{depth}", f"resnet_cifar:{depth}", "akamaster_resnet_cifar10", filename, sha,
+                     AKAMASTER + filename, top1, "akamaster/pytorch_resnet_cifar10 README", IMAGENET_NORM)
+
+
+ZOO: dict[str, ModelSpec] = {
+    "resnet8": ModelSpec(
+        "resnet8", "resnet8", "mlperf_tiny_resnet8", "pretrainedResnet.h5",
+        "5f938a8eea605438cc7360aa13c987bc6d7bd0c8d931b2917361ae7ae4eeda2f",
+        MLPERF_TINY + "pretrainedResnet.h5", 85.0,
+        "MLPerf Tiny quality target (not a measured figure)",
+        # The Keras original takes raw 0..255 RGB pixels, NHWC, with no rescaling layer.
+        Preprocess(scale=1.0, layout="NHWC")),
+    "resnet20": _akamaster(20, "resnet20-12fca82f.th",
+                           "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 91.73),
+    "resnet32": _akamaster(32, "resnet32-d509ac18.th",
+                           "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850", 92.63),
+    "resnet44": _akamaster(44, "resnet44-014dd654.th",
+                           "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4", 93.10),
+    "resnet56": _akamaster(56, "resnet56-4bfd9763.th",
+                           "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367", 93.39),
+}
+
+
+def build_torch(spec: ModelSpec, weights: Path):
+    """The fp32 PyTorch module (eval mode) carrying the published weights."""
+    kind, _, arg = spec.builder.partition(":")
+    if kind == "resnet_cifar":
+        from harness.models.resnet_cifar import load_akamaster
+
+        return load_akamaster(int(arg), weights)
+    from harness.models.resnet8 import load_mlperf_h5
+
+    return load_mlperf_h5(weights)

@@ -1,0 +1,64 @@
+"""Progress display (current cell, ETA) and the end-of-run summary table, with rich."""
+
+from __future__ import annotations
+
+from rich import progress as rp
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(stderr=True)
+if not console.is_terminal:
+    console.width = 160  # logs and CI: do not squeeze the summary table into 80 columns
+
+
+def cell_line(cell: dict) -> str:
+    if cell["status"] != "ok":
+        return f"{cell['status']}: {cell.get('reason')}"
+    acc, lat = cell["accuracy"], cell["latency_ms"]
+    thr = cell["throughput"][-1]
+    return (f"top-1 {acc['top1']:.2f}%  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
+            f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}")
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.bar = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(),
+                               rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), rp.TextColumn("ETA"),
+                               rp.TimeRemainingColumn(), console=console, transient=True)
+        self.total = total
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.task = self.bar.add_task("starting", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def start(self, label: str) -> None:
+        self.bar.update(self.task, description=label)
+
+    def done(self, label: str, cell: dict, skipped: bool = False, seconds: float = 0.0) -> None:
+        if skipped:
+            self.bar.console.print(f"[dim]skip {label} (finished earlier: {cell['status']})[/dim]")
+        else:
+            self.bar.console.print(f"{escape(label)}: {escape(cell_line(cell))}  [dim]({seconds:.0f} s)[/dim]",
+                                   markup=True, highlight=False)
+        self.bar.advance(self.task)
+
+
+def summary(cells: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("model", "backend", "precision", "status", "top-1 %", "size MB", "p50 ms bs1", "img/s"):
+        table.add_column(col, justify="right" if col[0].isdigit() or "%" in col or "MB" in col
+                         or "ms" in col or "/s" in col else "left")
+    for c in cells:
+        if c["status"] == "ok":
+            thr = c["throughput"][-1]
+            nums = (f"{c['accuracy']['top1']:.2f}", f"{c['size_bytes'] / 1e6:.3f}",
+                    f"{c['latency_ms']['p50']:.2f}", f"{thr['images_per_s']:.0f} @{thr['batch']}")
+        else:
+            nums = ("", "", "", "")
+        table.add_row(c["model"], c["backend"], c["precision"], c["status"], *nums)
+    return table

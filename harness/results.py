@@ -1,0 +1,90 @@
+"""Result records: schema versions, atomic no-clobber writes, cell names, loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+
+CELL_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 1
+STATUSES = ("ok", "unsupported", "failed", "timeout")
+# Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
+JOB_FIELDS = ("target", "run_id", "model", "backend", "precision", "calibration", "test", "threads",
+              "model_info")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One (model, backend, precision) cell. Field names are a public contract: see README."""
+
+    target: str
+    run_id: str
+    model: str
+    backend: str
+    precision: str
+    status: str
+    reason: str | None
+    calibration: dict
+    test: dict
+    threads: int
+    model_info: dict
+    accuracy: dict | None = None  # top1, top5, per_class, agree_fp32, n
+    size_bytes: int | None = None
+    latency_ms: dict | None = None  # p50 p90 p99 mean std min n, at batch 1
+    latency_samples_ms: list | None = None  # raw samples the statistics derive from
+    throughput: list = field(default_factory=list)  # [{batch, images_per_s, samples_ms}]
+    peak_rss_bytes: int | None = None
+    quantize_s: float | None = None
+    versions: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    duration_s: float | None = None
+    schema_version: int = CELL_SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"schema_version": d.pop("schema_version"), **d}
+
+
+def cell_stem(model: str, backend: str, precision: str) -> str:
+    return f"{model}__{backend}__{precision}"
+
+
+def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
+    """Write atomically (temp file + fsync + link/rename). Without overwrite an existing file is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: a finished result is never clobbered
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json(path: Path, kind: str, supported: int) -> dict:
+    """Load a versioned JSON file; unknown or newer versions are refused with a one-line error."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc})") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(version, int) or not 1 <= version <= supported:
+        raise UserError(f"{path}: {kind} schema_version {version!r} is not supported "
+                        f"(this harness reads 1..{supported}; upgrade ptq-harness to read it)")
+    return data
+
+
+def load_cells(run_dir: Path) -> list[dict]:
+    return [read_json(p, "cell", CELL_SCHEMA_VERSION) for p in sorted((run_dir / "cells").glob("*.json"))]

@@ -1,0 +1,120 @@
+"""One cell in one fresh process: `python -m harness.worker JOB.json`.
+
+Build (convert + quantize, timed) -> artifact on disk -> accuracy on the whole test set -> latency at
+batch 1 -> throughput at each batch size -> peak RSS -> predictions (.npz) then the cell JSON, atomically.
+A crash or hang here costs only this cell; the runner records it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from harness import measure
+from harness.backends import Unsupported, get_backend
+from harness.backends.source import Source
+from harness.models import ZOO
+from harness.results import JOB_FIELDS, CellResult, write_json
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """A SIGKILLed runner must not leave a worker behind that could write into a resumed run."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def make_backend(job: dict):
+    backend = get_backend(job["backend"])
+    if hasattr(backend, "calibration_method"):
+        backend.calibration_method = job["calibration"]["method"]
+    return backend
+
+
+def measure_cell(job: dict, backend) -> dict:
+    spec = ZOO[job["model"]]
+    src = Source(spec, spec.weights_path(Path(job["data_dir"]), job["may_download"]),
+                 np.load(job["paths"]["calib_x"]))
+    workdir = Path(job["paths"]["workdir"])
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    artifact = backend.build(src, job["precision"], workdir)
+    quantize_s = time.perf_counter() - t0
+    predict = backend.load(artifact, job["threads"])
+    s = job["settings"]
+    x, y = np.load(job["paths"]["test_x"], mmap_mode="r"), np.load(job["paths"]["test_y"])
+    accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]))
+    accuracy["agree_fp32"] = agreement(pred, Path(job["paths"]["fp32_pred"]), job["precision"])
+    lat = measure.timed_loop(predict, np.ascontiguousarray(x[:1]), s["warmup"], s["min_duration_s"],
+                             s["min_count"])
+    thr = []
+    for b in s["batch_sizes"]:
+        batch = np.ascontiguousarray(np.resize(x[:b], (b, *x.shape[1:])))
+        samples = measure.timed_loop(predict, batch, max(2, s["warmup"] // 5), s["min_duration_s"],
+                                     max(5, s["min_count"] // 10))
+        thr.append({"batch": b, "images_per_s": measure.throughput(samples, b), "samples_ms": samples})
+    save_predictions(Path(job["paths"]["pred"]), pred)
+    return {"accuracy": accuracy, "size_bytes": artifact.size_bytes(), "latency_ms": measure.summarize(lat),
+            "latency_samples_ms": lat, "throughput": thr, "quantize_s": quantize_s,
+            "details": {**artifact.details, "artifact": str(artifact.path)}}
+
+
+def save_predictions(path: Path, pred: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, top1=pred)
+    os.replace(tmp, path)
+
+
+def agreement(pred: np.ndarray, fp32_pred: Path, precision: str) -> float | None:
+    """Percent of images where argmax equals the same backend's fp32 cell (None if that is missing)."""
+    if precision == "fp32":
+        return 100.0
+    if not fp32_pred.is_file():
+        return None
+    with np.load(fp32_pred) as z:
+        ref = z["top1"]
+    return round(float((ref == pred).mean() * 100), 4) if ref.shape == pred.shape else None
+
+
+def run(job: dict) -> CellResult:
+    start = time.perf_counter()
+    common = {k: job[k] for k in JOB_FIELDS}
+    backend = make_backend(job)
+    try:
+        fields = measure_cell(job, backend)
+        status, reason = "ok", None
+    except Unsupported as exc:
+        fields, status, reason = {}, "unsupported", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any framework error fails only this cell
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        fields, status, reason = {}, "failed", f"{type(exc).__name__}: {first}"[:500]
+    return CellResult(**common, status=status, reason=reason, versions=backend.versions(),
+                      peak_rss_bytes=measure.peak_rss_bytes(), duration_s=time.perf_counter() - start,
+                      **fields)
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    die_with_parent(job["parent_pid"])
+    cell = run(job)
+    write_json(Path(job["paths"]["cell"]), cell.to_dict(), overwrite=job["overwrite"])
+    print(f"cell {cell.model}/{cell.backend}/{cell.precision}: {cell.status}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

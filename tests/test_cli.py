@@ -1,0 +1,101 @@
+"""Bad input: one line naming the thing and what was expected, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from harness.config import load_target, parse_settings
+from harness.errors import UserError
+from tests.conftest import run_cli
+
+FAST = ["--test-limit", "50", "--calibration-size", "10", "--min-duration", "0.01", "--min-count", "2"]
+
+
+def _assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("flag, value, expect", [
+    ("--models", "resnet99", "resnet20"),
+    ("--backends", "tensorflow", "onnxruntime"),
+    ("--precisions", "int4", "fp32"),
+    ("--target", "nowhere", "expected one of"),
+    ("--batch-sizes", "a,b", "comma list of integers"),
+])
+def test_unknown_names_are_refused(flag, value, expect, tmp_path, data_dir):
+    proc = run_cli("run", flag, value, "--data-dir", str(data_dir), "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, value, expect)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_dir_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    proc = run_cli("run", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, "weight file", "resnet20-12fca82f.th")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_data_file(tmp_path, data_dir):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir / "akamaster_resnet_cifar10", data / "akamaster_resnet_cifar10")
+    (data / "cifar10_test.npz").write_bytes(b"PK\x03\x04 truncated")
+    proc = run_cli("run", "--models", "resnet20", "--data-dir", str(data), "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, "cifar10_test.npz", "expected a CIFAR-10 npz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_weight_checksum_mismatch(tmp_path, data_dir):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("openvino_*", "mlperf_*"))
+    weights = data / "akamaster_resnet_cifar10" / "resnet20-12fca82f.th"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    proc = run_cli("run", "--models", "resnet20", "--data-dir", str(data), "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, "resnet20-12fca82f.th", "sha256", "expected 12fca82f")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("run", "--data-dir", str(data_dir), "--out", str(blocker / "run"))
+    _assert_user_error(proc, "not a writable directory")
+
+
+def test_existing_run_is_not_clobbered(tmp_path, data_dir):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"schema_version": 1}')
+    proc = run_cli("run", "--data-dir", str(data_dir), "--out", str(out))
+    _assert_user_error(proc, "a run already exists", "--resume")
+    assert (out / "run.json").read_text() == '{"schema_version": 1}'
+
+
+def test_target_validation_names_file_key_and_expectation(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('schema_version = 1\nname = "bad"\ndevice = "tpu"\n')
+    with pytest.raises(UserError, match=r"bad.toml: key 'device' = 'tpu': expected 'cpu' or 'cuda'"):
+        load_target(str(bad))
+    bad.write_text('schema_version = 1\nname = "bad"\ndevice = "cpu"\nbackends = ["torch"]\n'
+                   'precisions = ["fp32"]\nmodels = ["resnet20"]\n[run]\nthreads = -1\n')
+    with pytest.raises(UserError, match=r"key 'run.threads' = -1: expected a non-negative integer"):
+        load_target(str(bad))
+    with pytest.raises(UserError, match=r"run.batch_size"):
+        parse_settings({"batch_size": [1]}, "x")
+
+
+def test_every_shipped_target_is_valid():
+    assert load_target("local").precisions[0] == "fp32"
+
+
+def test_list_and_env_work(data_dir):
+    proc = run_cli("list")
+    assert proc.returncode == 0 and "onnxruntime" in proc.stdout and "unsupported:" in proc.stdout
+    proc = run_cli("env")
+    assert proc.returncode == 0 and '"avx2"' in proc.stdout and '"git"' in proc.stdout

@@ -1,0 +1,120 @@
+"""End to end on real data through every runtime: `harness run` as a user runs it, then the JSON it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from harness.results import cell_stem
+from tests.conftest import REPO, run_cli
+
+FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
+        "--warmup", "2"]
+FIELDS = ("schema_version", "target", "model", "backend", "precision", "status", "reason", "size_bytes",
+          "peak_rss_bytes", "quantize_s")
+
+
+def _cells(out):
+    return {(c["backend"], c["precision"]): c for c in
+            (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def run1(data_dir, shared_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run1"
+    proc = run_cli("run", "--models", "resnet20", "--data-dir", str(data_dir), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_every_cell_has_a_status_and_the_fixed_fields(run1):
+    cells = _cells(run1)
+    assert len(cells) == 3 * 6
+    for (backend, precision), c in cells.items():
+        for key in FIELDS:
+            assert key in c, (backend, precision, key)
+        assert c["status"] in ("ok", "unsupported"), (backend, precision, c["reason"])
+        if c["status"] != "ok":
+            assert c["reason"]
+            continue
+        acc = c["accuracy"]
+        assert len(acc["per_class"]) == 10 and acc["top5"] >= acc["top1"] and acc["agree_fp32"] > 90
+        assert set(c["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std", "n"} and c["latency_ms"]["n"] >= 10
+        assert len(c["latency_samples_ms"]) == c["latency_ms"]["n"]
+        assert c["throughput"][0]["batch"] == 64 and c["throughput"][0]["images_per_s"] > 0
+        assert c["calibration"]["size"] == 100 and len(c["calibration"]["sha256"]) == 64
+        assert c["test"]["size"] == 500
+        with np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, precision)}.pred.npz") as z:
+            assert z["top1"].shape == (500,)
+
+
+def test_fp32_is_identical_across_runtimes_and_int8_is_close_and_small(run1):
+    cells = _cells(run1)
+    fp32 = {b: cells[(b, "fp32")]["accuracy"]["top1"] for b in ("torch", "onnxruntime", "openvino")}
+    assert len(set(fp32.values())) == 1, fp32
+    for (backend, precision), c in cells.items():
+        if c["status"] == "ok" and precision in ("int8", "uint8"):
+            assert abs(c["accuracy"]["top1"] - fp32[backend]) <= 1.0
+            assert c["size_bytes"] <= 0.35 * cells[(backend, "fp32")]["size_bytes"], (backend, precision)
+
+
+def test_run_manifest_records_the_environment(run1):
+    run = json.loads((run1 / "run.json").read_text())
+    assert run["schema_version"] == 1 and run["target"]["name"] == "local"
+    env = run["environment"]
+    assert env["cpu"]["isa"]["avx2"] in (True, False) and env["cpu"]["usable_cores"] >= 1
+    assert {"torch", "onnxruntime", "openvino"} <= set(env["packages"])
+    assert env["harness_version"] and "commit" in env["git"]
+
+
+def test_running_twice_gives_identical_accuracy(run1, data_dir, tmp_path):
+    out = tmp_path / "run2"
+    proc = run_cli("run", "--models", "resnet20", "--precisions", "fp32,int8,uint8,dynamic", "--data-dir",
+                   str(data_dir), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = _cells(run1), _cells(out)
+    for key, c in second.items():
+        assert c["status"] == first[key]["status"]
+        if c["status"] == "ok":
+            assert c["accuracy"] == first[key]["accuracy"], key
+
+
+def _workers_of(out):
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [ln for ln in ps.splitlines() if "harness.worker" in ln and str(out) in ln]
+
+
+def test_sigkill_mid_run_then_resume_skips_finished_cells(data_dir, shared_cache, tmp_path):
+    out = tmp_path / "run"
+    args = ["--models", "resnet8", "--backends", "torch", "--precisions", "fp32,fp16,bf16,int8,dynamic",
+            "--data-dir", str(data_dir), "--out", str(out), "--test-limit", "200", "--calibration-size", "20",
+            "--min-duration", "1.5", "--min-count", "5"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *args], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list((out / "cells").glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "cells").glob("*.json")}
+    assert 2 <= len(finished) < 5
+    time.sleep(1.0)
+    assert not _workers_of(out), "a worker outlived the killed runner"
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "cells").glob("*.json")} == finished
+    proc = run_cli("run", *args, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("skip resnet8 / torch") == len(finished)
+    cells = list((out / "cells").glob("*.json"))
+    assert len(cells) == 5
+    for p in cells:
+        if p.name in finished:
+            assert (p.stat().st_ino, p.stat().st_mtime_ns) == finished[p.name]
+        assert json.loads(p.read_text())["status"] == "ok"

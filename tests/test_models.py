@@ -1,0 +1,73 @@
+"""Every zoo model loads its checksummed published weights and reproduces its published top-1."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from harness.errors import UserError
+from harness.measure import evaluate
+from harness.models import ZOO, build_torch
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_published_accuracy_on_the_whole_test_set(name, data_dir, test_split):
+    import torch
+
+    spec = ZOO[name]
+    model = build_torch(spec, spec.weights_path(data_dir, False))
+    x = spec.preprocess.apply(test_split.images)
+    with torch.inference_mode():
+        acc, _ = evaluate(lambda b: model(torch.from_numpy(b)).numpy(), x, test_split.labels, 500)
+    if spec.builder == "resnet8":
+        # The MLPerf Tiny figure is a quality target, not a measurement: the Keras original must clear it.
+        assert acc["top1"] >= spec.published_top1
+    else:
+        assert acc["top1"] == pytest.approx(spec.published_top1, abs=1e-9)
+    assert acc["top5"] > 99.0 and len(acc["per_class"]) == 10
+
+
+def test_weight_checksum_mismatch_is_an_error(data_dir, tmp_path):
+    spec = ZOO["resnet20"]
+    bad = tmp_path / spec.subdir
+    bad.mkdir()
+    blob = bytearray((data_dir / spec.subdir / spec.filename).read_bytes())
+    blob[-1] ^= 0xFF
+    (bad / spec.filename).write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="sha256 is .* expected 12fca82f"):
+        spec.weights_path(tmp_path, may_download=False)
+
+
+def test_missing_weights_offline_names_the_file_and_url(tmp_path):
+    with pytest.raises(UserError, match="pretrainedResnet.h5 not found .*github.com/mlcommons/tiny"):
+        ZOO["resnet8"].weights_path(tmp_path, may_download=False)
+
+
+def test_weights_are_fetched_into_the_cache_when_allowed(data_dir, tmp_path, monkeypatch):
+    from harness import models
+
+    spec = ZOO["resnet20"]
+    src = tmp_path / "mirror" / spec.filename
+    src.parent.mkdir()
+    shutil.copy(data_dir / spec.subdir / spec.filename, src)
+    monkeypatch.setenv("PTQ_HARNESS_CACHE", str(tmp_path / "cache"))
+    mirrored = models.ModelSpec(**{**spec.__dict__, "url": src.as_uri()})
+    path = mirrored.weights_path(tmp_path / "empty", may_download=True)
+    assert path.parent == tmp_path / "cache" / "weights" and path.read_bytes() == src.read_bytes()
+
+
+def test_resnet8_twin_pads_like_keras_same():
+    """Stride-2 'same' in Keras pads bottom/right only: the twin's first strided conv sees exactly that."""
+    import torch
+
+    from harness.models.resnet8 import _conv
+
+    conv = _conv(1, 1, 3, 2)
+    with torch.no_grad():
+        conv[1].weight.fill_(1.0)
+        conv[1].bias.zero_()
+        out = conv(torch.ones(1, 1, 4, 4))
+    # top-left window covers rows/cols 0..2 (all ones: 9); bottom-right covers 2..4 with row/col 4 padded.
+    assert np.array_equal(out[0, 0].numpy(), np.array([[9.0, 6.0], [6.0, 4.0]]))

@@ -1,0 +1,46 @@
+"""Result files: atomic no-clobber writes, versioned reads, the fixed cell fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.errors import UserError
+from harness.measure import summarize, timed_loop
+from harness.results import CELL_SCHEMA_VERSION, CellResult, read_json, write_json
+
+
+def test_write_never_clobbers_unless_told(tmp_path):
+    path = tmp_path / "cell.json"
+    write_json(path, {"schema_version": 1, "v": 1})
+    with pytest.raises(FileExistsError):
+        write_json(path, {"schema_version": 1, "v": 2})
+    assert json.loads(path.read_text())["v"] == 1
+    write_json(path, {"schema_version": 1, "v": 3}, overwrite=True)
+    assert json.loads(path.read_text())["v"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]  # no temp files left
+
+
+@pytest.mark.parametrize("version", [0, CELL_SCHEMA_VERSION + 1, "1", None])
+def test_unknown_schema_versions_are_refused(tmp_path, version):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"schema_version": version}))
+    with pytest.raises(UserError, match=r"x.json: cell schema_version .* is not supported"):
+        read_json(path, "cell", CELL_SCHEMA_VERSION)
+
+
+def test_cell_carries_the_fixed_fields():
+    cell = CellResult("local", "r", "resnet20", "torch", "int8", "unsupported", "why", {}, {}, 2, {}).to_dict()
+    for key in ("schema_version", "target", "model", "backend", "precision", "status", "reason", "accuracy",
+                "size_bytes", "latency_ms", "throughput", "peak_rss_bytes", "quantize_s", "calibration"):
+        assert key in cell
+    assert next(iter(cell)) == "schema_version"
+
+
+def test_timing_loop_meets_both_duration_and_count():
+    calls = []
+    samples = timed_loop(lambda b: calls.append(b), None, warmup=3, min_duration_s=0.05, min_count=7)
+    assert len(samples) >= 7 and len(calls) == len(samples) + 3
+    stats = summarize([1.0, 2.0, 3.0, 4.0])
+    assert stats["p50"] == 2.5 and stats["n"] == 4 and stats["min"] == 1.0
