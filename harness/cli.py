@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,22 +122,41 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _capabilities(target, name: str) -> dict:
+    """What a backend can do: asked in this interpreter, or inside the backend's own environment."""
+    from harness import envs
+    from harness.data.cifar10 import cache_dir
+    from harness.worker import probe_report
+
+    env = target.environment_of(name)
+    if env is None:
+        return probe_report(name, target.device)
+    python = envs.python_of(env, cache_dir())
+    if python is None:
+        return {"installed": False, "reason": f"runs in its own environment '{env.name}', not created yet "
+                f"(`harness run` creates it: pip install {' '.join(env.requirements)})"}
+    proc = subprocess.run([str(python), "-m", "harness.worker", "--probe", name, target.device],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONNOUSERSITE": "1",
+                                                              "PYTHONPATH": envs.pythonpath(python)})
+    if proc.returncode != 0:
+        return {"installed": False, "reason": f"environment '{env.name}' probe failed: {proc.stderr[-300:]}"}
+    return {**json.loads(proc.stdout), "environment": env.name}
+
+
 def cmd_list(args) -> int:
-    from harness.backends import BACKENDS, get_backend
+    from harness.backends import BACKENDS
     from harness.models import ZOO
 
     target = load_target(args.target)
     print(f"target {target.name} (device {target.device}); models: {', '.join(target.models)} "
           f"(zoo: {', '.join(ZOO)})")
     for name in BACKENDS:
-        backend = get_backend(name)
-        probe = backend.probe()
-        head = f"{name} {probe.version}" if probe.installed else f"{name}: {probe.reason}"
+        info = _capabilities(target, name)
+        head = f"{name} {info['version']}" if info["installed"] else f"{name}: {info['reason']}"
+        if info.get("environment"):
+            head += f"  [environment {info['environment']}]"
         print(head + ("" if name in target.backends else "  [not in this target]"))
-        if not probe.installed:
-            continue
-        for precision in PRECISIONS:
-            reason = backend.supports(precision, target.device)
+        for precision, reason in info.get("precisions", {}).items():
             print(f"  {precision:8s} {'ok' if reason is None else 'unsupported: ' + reason}")
     return 0
 

@@ -55,6 +55,10 @@ class Target:
     run: RunSettings
     path: str = ""
     sha256: str = ""
+    environments: tuple = ()  # envs.Environment: backends that run under their own interpreter
+
+    def environment_of(self, backend: str):
+        return next((e for e in self.environments if backend in e.backends), None)
 
 
 def _expect(cond: bool, where: str, key: str, value, expected: str) -> None:
@@ -129,13 +133,31 @@ def load_target(name_or_path: str) -> Target:
     _expect(raw.get("device") in ("cpu", "cuda"), where, "device", raw.get("device"), "'cpu' or 'cuda'")
     run = raw.get("run", {})
     _expect(isinstance(run, dict), where, "run", run, "a table")
+    envs = _environments(raw.get("environments", {}), where, BACKENDS)
     return Target(
         name=raw["name"], device=raw["device"],
         backends=_names(raw, "backends", BACKENDS, where),
         precisions=_names(raw, "precisions", PRECISIONS, where),
         models=_names(raw, "models", ZOO, where),
         run=parse_settings(run, where), path=str(path), sha256=hashlib.sha256(data).hexdigest(),
+        environments=envs,
     )
+
+
+def _environments(raw: dict, where: str, backends) -> tuple:
+    from harness.envs import Environment
+
+    _expect(isinstance(raw, dict), where, "environments", raw, "a table of [environments.<name>] tables")
+    out = []
+    for name, table in raw.items():
+        key = f"environments.{name}"
+        _expect(isinstance(table, dict) and set(table) <= {"backends", "requirements"}, where, key,
+                table, "a table with 'backends' and 'requirements'")
+        reqs = table.get("requirements")
+        _expect(isinstance(reqs, list) and reqs and all(isinstance(r, str) for r in reqs), where,
+                f"{key}.requirements", reqs, "a non-empty list of pip requirement strings")
+        out.append(Environment(name, _names(table, "backends", backends, f"{where} [{key}]"), tuple(reqs)))
+    return tuple(out)
 
 
 def pick(requested: str | None, allowed: tuple[str, ...], universe, what: str) -> tuple[str, ...]:

@@ -36,6 +36,9 @@ class Progress:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
+    def say(self, text: str) -> None:
+        self.bar.console.print(escape(text))
+
     def start(self, label: str) -> None:
         self.bar.update(self.task, description=label)
 
@@ -60,5 +63,6 @@ def summary(cells: list[dict], title: str) -> Table:
                     f"{c['latency_ms']['p50']:.2f}", f"{thr['images_per_s']:.0f} @{thr['batch']}")
         else:
             nums = ("", "", "", "")
-        table.add_row(c["model"], c["backend"], c["precision"], c["status"], *nums)
+        precision = c["precision"] + (f" ({c['variant']})" if c.get("variant") else "")
+        table.add_row(c["model"], c["backend"], precision, c["status"], *nums)
     return table

@@ -14,7 +14,7 @@ CELL_SCHEMA_VERSION = 1
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
-JOB_FIELDS = ("target", "run_id", "model", "backend", "precision", "calibration", "test", "threads",
+JOB_FIELDS = ("target", "run_id", "model", "backend", "precision", "variant", "calibration", "test", "threads",
               "model_info")
 
 
@@ -27,6 +27,7 @@ class CellResult:
     model: str
     backend: str
     precision: str
+    variant: str  # "" for the harness's own artifact, "published" for one shipped with the model
     status: str
     reason: str | None
     calibration: dict
@@ -50,8 +51,8 @@ class CellResult:
         return {"schema_version": d.pop("schema_version"), **d}
 
 
-def cell_stem(model: str, backend: str, precision: str) -> str:
-    return f"{model}__{backend}__{precision}"
+def cell_stem(model: str, backend: str, precision: str, variant: str = "") -> str:
+    return f"{model}__{backend}__{precision}" + (f"__{variant}" if variant else "")
 
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> None:

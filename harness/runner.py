@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import envinfo
+from harness import envinfo, envs
 from harness.backends import get_backend
 from harness.config import RunSettings, Target
 from harness.errors import UserError
@@ -38,10 +38,19 @@ class RunConfig:
     calibration_method: str = "minmax"
 
 
-def plan(cfg: RunConfig) -> list[tuple[str, str, str]]:
-    """Every (model, backend, precision); fp32 first so quantized cells can report agreement with it."""
+def plan(cfg: RunConfig) -> list[tuple[str, str, str, str]]:
+    """Every (model, backend, precision, variant); fp32 first so quantized cells can report agreement with
+    it; then the model's published artifacts for that backend (variant "published")."""
+    from harness.models import ZOO
+
     precisions = sorted(cfg.precisions, key=lambda p: p != "fp32")
-    return [(m, b, p) for m in cfg.models for b in cfg.backends for p in precisions]
+    cells = []
+    for m in cfg.models:
+        for b in cfg.backends:
+            cells += [(m, b, p, "") for p in precisions]
+            cells += [(m, b, a.precision, "published") for a in ZOO[m].published
+                      if a.backend == b and a.precision in precisions]
+    return cells
 
 
 def run_identity(cfg: RunConfig, prep: Prepared) -> dict:
@@ -75,40 +84,44 @@ def open_run(cfg: RunConfig, prep: Prepared) -> dict:
     return manifest
 
 
-def make_job(cfg: RunConfig, prep: Prepared, model: str, backend: str, precision: str) -> dict:
+def make_job(cfg: RunConfig, prep: Prepared, model: str, backend: str, precision: str, variant: str) -> dict:
     from harness.models import ZOO
 
     cells = cfg.out_dir / "cells"
     t = prep.tensors[model]
+    stem = cell_stem(model, backend, precision, variant)
     return {
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
-        "precision": precision, "calibration": prep.calibration, "test": prep.test,
+        "precision": precision, "variant": variant, "calibration": prep.calibration, "test": prep.test,
         "threads": cfg.settings.resolved_threads(), "model_info": ZOO[model].describe(),
         "settings": asdict(cfg.settings), "data_dir": str(cfg.data_dir), "may_download": cfg.may_download,
-        "overwrite": cfg.force, "parent_pid": os.getpid(),
+        "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"],
-                  "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / cell_stem(model, backend, precision)),
-                  "cell": str(cells / f"{cell_stem(model, backend, precision)}.json"),
-                  "pred": str(cells / f"{cell_stem(model, backend, precision)}.pred.npz"),
+                  "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
+                  "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
                   "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32')}.pred.npz")},
     }
 
 
-def worker_env(threads: int) -> dict:
+def worker_env(threads: int, python: Path | None) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)  # set before any framework is imported in the worker
-    env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if python is None:
+        env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    else:  # another environment: only its own copy of the harness, never this env's site-packages
+        env["PYTHONPATH"] = envs.pythonpath(python)
+        env["PYTHONNOUSERSITE"] = "1"
     return env
 
 
-def spawn(job: dict, log: Path, timeout: float) -> tuple[str, str | None]:
+def spawn(job: dict, log: Path, timeout: float, python: Path | None = None) -> tuple[str, str | None]:
     """Run one worker; returns (status, reason) when the worker did not write its own cell."""
     job_path = log.with_suffix(".job.json")
     job_path.write_text(json.dumps(job, indent=1))
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(job_path)], stdout=out,
-                                stderr=subprocess.STDOUT, env=worker_env(job["threads"]))
+        proc = subprocess.Popen([str(python or sys.executable), "-m", "harness.worker", str(job_path)], stdout=out,
+                                stderr=subprocess.STDOUT, env=worker_env(job["threads"], python))
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -126,6 +139,36 @@ def record(job: dict, status: str, reason: str, versions: dict) -> None:
     write_json(Path(job["paths"]["cell"]), cell.to_dict(), overwrite=job["overwrite"])
 
 
+def env_python(cfg: RunConfig, backend: str, pythons: dict, say) -> Path | str | None:
+    """None for the harness's own interpreter; a Path for a backend's environment; a str if that failed."""
+    env = cfg.target.environment_of(backend)
+    if env is None:
+        return None
+    if env.name not in pythons:
+        try:
+            pythons[env.name] = envs.ensure(env, cfg.cache, say)
+        except envs.EnvError as exc:
+            pythons[env.name] = str(exc)
+    return pythons[env.name]
+
+
+def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
+    python = env_python(cfg, job["backend"], pythons, progress.say)
+    if isinstance(python, str):
+        record(job, "failed", python, {})
+        return
+    if python is None:  # cheap checks here save a process start; an env's worker checks for itself
+        probe = impl.probe()
+        reason = probe.reason or impl.supports(job["precision"], cfg.target.device)
+        if reason:
+            record(job, "unsupported", reason, impl.versions() if probe.installed else {})
+            return
+    log = cfg.out_dir / "logs" / f"{Path(job['paths']['cell']).stem}.log"
+    status, why = spawn(job, log, cfg.settings.timeout_s, python)
+    if why:
+        record(job, status, why, {} if python else impl.versions())
+
+
 def execute(cfg: RunConfig, prep: Prepared) -> list[dict]:
     """Run every planned cell not already finished; returns all cell dicts of the run."""
     open_run(cfg, prep)
@@ -133,24 +176,17 @@ def execute(cfg: RunConfig, prep: Prepared) -> list[dict]:
         (cfg.out_dir / sub).mkdir(parents=True, exist_ok=True)
     cells = plan(cfg)
     backends = {b: get_backend(b) for b in cfg.backends}
+    pythons: dict[str, Path | str] = {}  # environment name -> interpreter, or why it could not be made
     with Progress(len(cells)) as progress:
-        for model, backend, precision in cells:
-            job = make_job(cfg, prep, model, backend, precision)
+        for model, backend, precision, variant in cells:
+            job = make_job(cfg, prep, model, backend, precision, variant)
             cell_path = Path(job["paths"]["cell"])
-            label = f"{model} / {backend} / {precision}"
+            label = f"{model} / {backend} / {precision}" + (f" ({variant})" if variant else "")
             if cell_path.exists() and not cfg.force:
                 progress.done(label, json.loads(cell_path.read_text()), skipped=True)
                 continue
-            impl = backends[backend]
-            probe = impl.probe()
-            reason = probe.reason or impl.supports(precision, cfg.target.device)
             progress.start(label)
             t0 = time.perf_counter()
-            if reason:
-                record(job, "unsupported", reason, impl.versions() if probe.installed else {})
-            else:
-                status, why = spawn(job, cfg.out_dir / "logs" / f"{cell_path.stem}.log", cfg.settings.timeout_s)
-                if why:
-                    record(job, status, why, impl.versions())
+            run_cell(cfg, job, backends[backend], pythons, progress)
             progress.done(label, json.loads(cell_path.read_text()), seconds=time.perf_counter() - t0)
     return [json.loads((cfg.out_dir / "cells" / f"{cell_stem(*c)}.json").read_text()) for c in cells]

@@ -51,7 +51,13 @@ def measure_cell(job: dict, backend) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     t0 = time.perf_counter()
-    artifact = backend.build(src, job["precision"], workdir)
+    if job["variant"] == "published":
+        entry = next(a for a in spec.published if (a.backend, a.precision) == (job["backend"], job["precision"]))
+        path = spec.published_path(entry, Path(job["data_dir"]), job["may_download"])
+        artifact = backend.published(path, spec, workdir)
+        artifact.details["url"] = entry.url
+    else:
+        artifact = backend.build(src, job["precision"], workdir)
     quantize_s = time.perf_counter() - t0
     predict = backend.load(artifact, job["threads"])
     s = job["settings"]
@@ -93,7 +99,11 @@ def run(job: dict) -> CellResult:
     start = time.perf_counter()
     common = {k: job[k] for k in JOB_FIELDS}
     backend = make_backend(job)
+    probe = backend.probe()
     try:
+        reason = probe.reason or backend.supports(job["precision"], job["device"])
+        if reason:
+            raise Unsupported(reason)
         fields = measure_cell(job, backend)
         status, reason = "ok", None
     except Unsupported as exc:
@@ -107,7 +117,20 @@ def run(job: dict) -> CellResult:
                       **fields)
 
 
+def probe_report(name: str, device: str) -> dict:
+    """`python -m harness.worker --probe NAME DEVICE`: what a backend can do in *this* interpreter."""
+    from harness.config import PRECISIONS
+
+    backend = get_backend(name)
+    probe = backend.probe()
+    return {"installed": probe.installed, "version": probe.version, "reason": probe.reason,
+            "precisions": {p: backend.supports(p, device) for p in PRECISIONS} if probe.installed else {}}
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe"]:
+        print(json.dumps(probe_report(argv[1], argv[2])))
+        return 0
     job = json.loads(Path(argv[0]).read_text())
     die_with_parent(job["parent_pid"])
     cell = run(job)

@@ -68,3 +68,71 @@ def top1(predict, x: np.ndarray, y: np.ndarray) -> float:
     from harness.measure import evaluate
 
     return evaluate(predict, x, y, 100)[0]["top1"]
+
+
+ENV_SCRIPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from harness.backends import Unsupported, get_backend
+from harness.backends.source import Source
+from harness.models import ZOO
+a = json.loads(sys.argv[1])
+spec = ZOO[a["model"]]
+backend = get_backend(a["backend"])
+try:
+    reason = backend.probe().reason or backend.supports(a["precision"], "cpu")
+    if reason:
+        raise Unsupported(reason)
+    art = backend.build(Source(spec, Path(a["weights"]), np.load(a["calib"])), a["precision"], Path(a["workdir"]))
+    predict = backend.load(art, 2)
+except Unsupported as exc:
+    print(json.dumps({"unsupported": str(exc)}))
+    sys.exit(0)
+x = np.load(a["x"])
+np.save(a["out"], np.concatenate([predict(x[i:i + 250]) for i in range(0, len(x), 250)]))
+print(json.dumps({"size": art.size_bytes(), "details": art.details}, default=str))
+"""
+
+
+def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
+    """(scores, size_bytes, details) of one cell, built in-process or inside the backend's own environment
+    (as `harness run` would); pytest.skip with the reason when the cell is unsupported here."""
+    import json
+    import subprocess
+
+    from harness import envs
+    from harness.backends import Unsupported, get_backend
+    from harness.config import load_target
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = load_target("local").environment_of(backend)
+    if env is None:
+        impl = get_backend(backend)
+        reason = impl.probe().reason or impl.supports(precision, "cpu")
+        if reason:
+            pytest.skip(f"{backend} {precision}: {reason}")
+        try:
+            art = impl.build(src, precision, tmp)
+            predict = impl.load(art, 2)
+        except Unsupported as exc:
+            pytest.skip(f"{backend} {precision}: {exc}")
+        scores = np.concatenate([predict(x[i:i + 250]) for i in range(0, len(x), 250)])
+        return scores, art.size_bytes(), art.details
+    try:
+        python = envs.ensure(env, Path(os.environ["PTQ_HARNESS_CACHE"]))
+    except envs.EnvError as exc:
+        pytest.skip(f"{backend}: its environment cannot be installed here: {exc}")
+    np.save(tmp / "x.npy", x)
+    np.save(tmp / "calib.npy", src.calib)
+    args = {"model": src.spec.name, "backend": backend, "precision": precision, "weights": str(src.weights),
+            "calib": str(tmp / "calib.npy"), "x": str(tmp / "x.npy"), "out": str(tmp / "scores.npy"),
+            "workdir": str(tmp)}
+    proc = subprocess.run([str(python), "-c", ENV_SCRIPT, json.dumps(args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": envs.pythonpath(python)},
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "unsupported" in info:
+        pytest.skip(f"{backend} {precision}: {info['unsupported']}")
+    return np.load(tmp / "scores.npy"), info["size"], info["details"]

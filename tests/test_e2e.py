@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.backends import BACKENDS
 from harness.results import cell_stem
 from tests.conftest import REPO, run_cli
 
@@ -36,7 +37,7 @@ def run1(data_dir, shared_cache, tmp_path_factory):
 
 def test_every_cell_has_a_status_and_the_fixed_fields(run1):
     cells = _cells(run1)
-    assert len(cells) == 3 * 6
+    assert len(cells) == len(BACKENDS) * 6
     for (backend, precision), c in cells.items():
         for key in FIELDS:
             assert key in c, (backend, precision, key)
@@ -57,7 +58,7 @@ def test_every_cell_has_a_status_and_the_fixed_fields(run1):
 
 def test_fp32_is_identical_across_runtimes_and_int8_is_close_and_small(run1):
     cells = _cells(run1)
-    fp32 = {b: cells[(b, "fp32")]["accuracy"]["top1"] for b in ("torch", "onnxruntime", "openvino")}
+    fp32 = {b: cells[(b, "fp32")]["accuracy"]["top1"] for b in BACKENDS}
     assert len(set(fp32.values())) == 1, fp32
     for (backend, precision), c in cells.items():
         if c["status"] == "ok" and precision in ("int8", "uint8"):
@@ -70,7 +71,7 @@ def test_run_manifest_records_the_environment(run1):
     assert run["schema_version"] == 1 and run["target"]["name"] == "local"
     env = run["environment"]
     assert env["cpu"]["isa"]["avx2"] in (True, False) and env["cpu"]["usable_cores"] >= 1
-    assert {"torch", "onnxruntime", "openvino"} <= set(env["packages"])
+    assert {"torch", "onnxruntime", "openvino", "tensorflow-cpu"} <= set(env["packages"])
     assert env["harness_version"] and "commit" in env["git"]
 
 

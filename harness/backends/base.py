@@ -48,7 +48,7 @@ class Backend:
     def probe(self) -> Probe:
         if importlib.util.find_spec(self.MODULE) is None:
             return Probe(False, None, f"{self.NAME} not installed (pip install 'ptq-harness[{self.EXTRA}]')")
-        return Probe(True, self.versions().get(self.PACKAGES[0]), None)
+        return Probe(True, next(iter(self.versions().values()), None), None)
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -67,6 +67,10 @@ class Backend:
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
+
+    def published(self, path: Path, spec, workdir: Path) -> Artifact:
+        """Wrap an artifact published with the model (e.g. MLPerf's .tflite) so it runs as its own cell."""
+        raise Unsupported(f"{self.NAME} cannot load published artifacts")
 
     def load(self, artifact: Artifact, threads: int) -> Predict:  # pragma: no cover - protocol
         raise NotImplementedError

@@ -17,6 +17,27 @@ MLPERF_TINY = ("https://github.com/mlcommons/tiny/raw/master/benchmark/training/
 
 
 @dataclass(frozen=True)
+class Published:
+    """A quantized/converted artifact published with the model, run as its own cell (variant "published")."""
+
+    backend: str
+    precision: str
+    filename: str
+    sha256: str
+    url: str
+
+
+def _verified(data_dir: Path, subdir: str, filename: str, sha256: str, url: str, may_download: bool) -> Path:
+    local = data_dir / subdir / filename
+    if local.is_file():
+        verify(local, sha256)
+        return local
+    if not may_download:
+        raise UserError(f"weight file {local} not found (expected the published file {url}, sha256 {sha256})")
+    return fetch(url, cache_dir() / "weights" / filename, sha256)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     builder: str  # "resnet_cifar:<depth>" or "resnet8"
@@ -27,17 +48,17 @@ class ModelSpec:
     published_top1: float | None
     published_note: str
     preprocess: Preprocess
+    published: tuple[Published, ...] = ()
 
     def weights_path(self, data_dir: Path, may_download: bool) -> Path:
         """The verified weight file: from the data dir, else (if allowed) downloaded into the cache."""
-        local = data_dir / self.subdir / self.filename
-        if local.is_file():
-            verify(local, self.sha256)
-            return local
-        if not may_download:
-            raise UserError(f"model {self.name}: weight file {local} not found "
-                            f"(expected the published file {self.url}, sha256 {self.sha256})")
-        return fetch(self.url, cache_dir() / "weights" / self.filename, self.sha256)
+        try:
+            return _verified(data_dir, self.subdir, self.filename, self.sha256, self.url, may_download)
+        except UserError as exc:
+            raise UserError(f"model {self.name}: {exc}") from None
+
+    def published_path(self, artifact: Published, data_dir: Path, may_download: bool) -> Path:
+        return _verified(data_dir, self.subdir, artifact.filename, artifact.sha256, artifact.url, may_download)
 
     def describe(self) -> dict:
         return {"name": self.name, "weights": self.filename, "weights_sha256": self.sha256,
@@ -57,7 +78,15 @@ ZOO: dict[str, ModelSpec] = {
         MLPERF_TINY + "pretrainedResnet.h5", 85.0,
         "MLPerf Tiny quality target (not a measured figure)",
         # The Keras original takes raw 0..255 RGB pixels, NHWC, with no rescaling layer.
-        Preprocess(scale=1.0, layout="NHWC")),
+        Preprocess(scale=1.0, layout="NHWC"),
+        published=(
+            Published("tflite", "fp32", "pretrainedResnet.tflite",
+                      "b5c0046d6e0328b4956afd6baa29555a29b1f1c65bdd45aaed75b7cd484d9f79",
+                      MLPERF_TINY + "pretrainedResnet.tflite"),
+            Published("tflite", "int8", "pretrainedResnet_quant.tflite",
+                      "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
+                      MLPERF_TINY + "pretrainedResnet_quant.tflite"),
+        )),
     "resnet20": _akamaster(20, "resnet20-12fca82f.th",
                            "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 91.73),
     "resnet32": _akamaster(32, "resnet32-d509ac18.th",

@@ -1,0 +1,91 @@
+"""Intel Extension for PyTorch: ipex.optimize + TorchScript trace/freeze (fp32, bf16, fp16) and IPEX's own
+static int8 (prepare/convert with the harness's calibration images). IPEX 2.8 needs torch 2.8, so this
+backend runs in its own environment (see targets/*.toml [environments] and harness/envs.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+from harness.backends.base import Artifact, Backend, Predict, Unsupported
+
+CALIB_BATCH = 100
+
+
+class IpexBackend(Backend):
+    NAME = "ipex"
+    MODULE = "intel_extension_for_pytorch"
+    PACKAGES = ("intel-extension-for-pytorch", "torch")
+    EXTRA = "ipex"
+    UNSUPPORTED = {
+        "uint8": "IPEX static quantization already uses uint8 activations with int8 weights "
+                 "(default_static_qconfig_mapping, see the int8 cell); there is no other activation type",
+    }
+
+    def build(self, src, precision: str, workdir: Path) -> Artifact:
+        import intel_extension_for_pytorch as ipex
+        import torch
+
+        torch.manual_seed(0)
+        model = src.torch_model()
+        example = torch.from_numpy(src.calib[:1])
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.half}.get(precision)
+        details = {"format": "TorchScript (ipex.optimize + torch.jit.trace/freeze)"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if precision in ("int8", "dynamic"):
+                model, more = self._quantize(model, src, example, precision)
+                details.update(more)
+            else:
+                try:
+                    model = ipex.optimize(model, dtype=dtype) if dtype else ipex.optimize(model)
+                except (RuntimeError, AssertionError) as exc:  # e.g. bf16 prepacking needs AVX-512
+                    raise Unsupported(f"ipex.optimize(dtype={dtype}) failed: {str(exc).splitlines()[0]}") from None
+            with torch.no_grad(), _autocast(dtype):
+                traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+                traced(example)
+                traced(example)  # the first calls run the graph-fusion passes
+        path = workdir / "model.pt"
+        torch.jit.save(traced, str(path))
+        details["autocast"] = str(dtype) if dtype else None
+        return Artifact(path, (path,), details, handle=(traced, precision))
+
+    @staticmethod
+    def _quantize(model, src, example, precision):
+        import intel_extension_for_pytorch as ipex
+        import torch
+        from intel_extension_for_pytorch.quantization import convert, prepare
+
+        if precision == "dynamic":
+            prepared = prepare(model, ipex.quantization.default_dynamic_qconfig_mapping, example_inputs=example)
+            return convert(prepared), {
+                "api": "intel_extension_for_pytorch.quantization prepare/convert (default_dynamic_qconfig_mapping)",
+                "note": "dynamic quantization covers Linear layers only; convolutions stay fp32"}
+        prepared = prepare(model, ipex.quantization.default_static_qconfig_mapping, example_inputs=example)
+        with torch.no_grad():
+            for batch in src.calib_batches(CALIB_BATCH):
+                prepared(torch.from_numpy(batch))
+        return convert(prepared), {
+            "api": "intel_extension_for_pytorch.quantization prepare/convert (default_static_qconfig_mapping)",
+            "activations": "uint8 per-tensor affine (HistogramObserver)", "weights": "int8 per-channel symmetric",
+            "calibration_method": "histogram (IPEX default static qconfig)"}
+
+    def load(self, artifact: Artifact, threads: int) -> Predict:
+        import torch
+
+        torch.set_num_threads(threads)
+        traced, precision = artifact.handle
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.half}.get(precision)
+
+        def predict(x):
+            with torch.no_grad(), _autocast(dtype):
+                return traced(torch.from_numpy(x)).float().numpy()
+
+        return predict
+
+
+def _autocast(dtype):
+    import torch
+
+    return torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()

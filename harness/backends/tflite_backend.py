@@ -1,0 +1,150 @@
+"""TensorFlow Lite: TFLiteConverter from a Keras twin with the same weights, run by the LiteRT interpreter.
+
+fp32, fp16 (float16 weights), dynamic (dynamic-range int8 weights), int8 (full integer, int8 I/O,
+calibrated on the harness's calibration images through representative_dataset). NCHW models get their
+input transposed to NHWC at the edge; nothing else about the data changes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends.base import Artifact, Backend, Predict
+
+NHWC = (0, 2, 3, 1)
+
+
+class TfliteBackend(Backend):
+    NAME = "tflite"
+    MODULE = "tensorflow"
+    PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "keras")
+    EXTRA = "tflite"
+    UNSUPPORTED = {
+        "bf16": "the TFLite converter has no bfloat16 weight/compute mode (float16 weights only)",
+        "uint8": "full-integer TFLite quantization uses int8 activations (the uint8 scheme is legacy TF1 "
+                 "quantization-aware training only)",
+    }
+
+    def probe(self):
+        probe = super().probe()
+        if probe.installed and importlib_missing("ai_edge_litert"):
+            from harness.backends.base import Probe
+
+            return Probe(False, None, "ai-edge-litert not installed (pip install 'ptq-harness[tflite]')")
+        return probe
+
+    def build(self, src, precision: str, workdir: Path) -> Artifact:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        from harness.models.keras_twins import keras_twin
+
+        nchw = src.spec.preprocess.layout == "NCHW"
+        model = keras_twin(src.spec, src.weights)
+        # from_keras_model, not from_concrete_functions: the latter left Keras 3 variables unfrozen (NaN out).
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        details = {"format": "TFLite flatbuffer (TFLiteConverter from a Keras twin)", "input_layout": "NHWC",
+                   "layout_change": "NCHW->NHWC at the edge" if nchw else None}
+        if precision != "fp32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            calib = src.calib.transpose(NHWC) if nchw else src.calib
+
+            def representative():
+                for i in range(len(calib)):
+                    yield [np.ascontiguousarray(calib[i:i + 1])]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+            details.update({"api": "TFLiteConverter full-integer (representative_dataset)",
+                            "activations": "int8 per-tensor asymmetric", "weights": "int8 per-channel symmetric",
+                            "io": "int8 (quantized/dequantized at the edge)", "calibration_method": "MinMax"})
+        elif precision == "dynamic":
+            details.update({"api": "TFLiteConverter Optimize.DEFAULT (dynamic range)",
+                            "weights": "int8", "activations": "float, quantized on the fly per op"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = converter.convert()
+        path = workdir / f"model-{precision}.tflite"
+        path.write_bytes(blob)
+        details["nchw_input"] = nchw
+        return Artifact(path, (path,), details)
+
+    def published(self, path: Path, spec, workdir: Path) -> Artifact:
+        import shutil
+
+        out = workdir / path.name
+        shutil.copyfile(path, out)
+        return Artifact(out, (out,), {"format": "TFLite flatbuffer, published with the model (not converted here)",
+                                      "source": str(path), "nchw_input": spec.preprocess.layout == "NCHW"})
+
+    def load(self, artifact: Artifact, threads: int) -> Predict:
+        return LiteRtPredict(artifact, threads)
+
+
+def importlib_missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+class LiteRtPredict:
+    """Interpreter per batch size (resize_tensor_input); int8 I/O is (de)quantized here, at the edge."""
+
+    def __init__(self, artifact: Artifact, threads: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path, self.threads, self.Interpreter = str(artifact.path), threads, Interpreter
+        self.nchw = artifact.details.get("nchw_input", False)
+        self.interpreters: dict[int, object] = {}
+        self.details = artifact.details
+        self.fixed_batch = None
+
+    def _interp(self, batch: int):
+        batch = self.fixed_batch or batch
+        if batch in self.interpreters:
+            return self.interpreters[batch]
+        it = self.Interpreter(model_path=self.path, num_threads=self.threads)
+        inp = it.get_input_details()[0]
+        if inp["shape"][0] != batch:
+            try:
+                it.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=True)
+            except (ValueError, RuntimeError) as exc:
+                self.fixed_batch = int(inp["shape"][0])
+                self.details["batching"] = (f"artifact has a fixed batch of {self.fixed_batch} ({exc}); "
+                                            "batched calls loop over images")
+                return self._interp(self.fixed_batch)
+        it.allocate_tensors()
+        self.interpreters[batch] = it
+        return it
+
+    def _run(self, it, x: np.ndarray) -> np.ndarray:
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.nchw:
+            x = x.transpose(NHWC)
+        x = np.ascontiguousarray(x, np.float32)
+        it = self._interp(len(x))
+        if self.fixed_batch is not None and len(x) != self.fixed_batch:
+            return np.concatenate([self._run(it, x[i:i + 1]) for i in range(len(x))])
+        return self._run(it, x)

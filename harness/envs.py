@@ -1,0 +1,89 @@
+"""Backends that need their own Python environment (IPEX needs torch 2.8; the harness pins 2.13).
+
+A target declares `[environments.<name>]` with the backends it hosts and pinned requirements. The first
+run creates a venv under the cache (`<cache>/envs/<name>-<hash of requirements>/`, `ready.json` = its
+pip freeze), copies the running harness package into it, and runs those backends' workers with its
+interpreter. Workers already are subprocesses fed by .npy files, so nothing else changes. A container
+image builds the same venvs at image build time (PTQ_HARNESS_ENVS points at them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# What the harness itself imports in a worker (keep in step with pyproject's dependencies).
+HARNESS_DEPS = ("numpy", "h5py", "platformdirs", "psutil", "rich")
+PKG = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    backends: tuple[str, ...]
+    requirements: tuple[str, ...]
+
+    def key(self) -> str:
+        blob = json.dumps([self.requirements, HARNESS_DEPS, sys.version_info[:2]]).encode()
+        return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+class EnvError(Exception):
+    """The environment could not be created (recorded as the reason of its cells)."""
+
+
+def root(cache: Path) -> Path:
+    return Path(os.environ["PTQ_HARNESS_ENVS"]) if os.environ.get("PTQ_HARNESS_ENVS") else cache / "envs"
+
+
+def python_of(env: Environment, cache: Path) -> Path | None:
+    """The env's interpreter if it is ready, else None (nothing is created)."""
+    folder = root(cache) / env.key()
+    return folder / "bin" / "python" if (folder / "ready.json").is_file() else None
+
+
+def ensure(env: Environment, cache: Path, say=print) -> Path:
+    """Create the environment once (pip honours the host's PIP_* settings) and refresh the harness copy."""
+    folder = root(cache) / env.key()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs sharing a cache build the env once
+        _create(env, folder, say)
+    src = folder / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(PKG, src / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    return folder / "bin" / "python"
+
+
+def _create(env: Environment, folder: Path, say) -> None:
+    if not (folder / "ready.json").is_file():
+        say(f"creating environment '{env.name}' in {folder} (first use; pip install {' '.join(env.requirements)})")
+        # ready.json is written last: a half-built env (interrupted install) is wiped and rebuilt next time.
+        shutil.rmtree(folder, ignore_errors=True)
+        py = folder / "bin" / "python"
+        _run([sys.executable, "-m", "venv", str(folder)], env.name)
+        _run([str(py), "-m", "pip", "install", "--quiet", *env.requirements, *HARNESS_DEPS], env.name)
+        freeze = _run([str(py), "-m", "pip", "freeze"], env.name).splitlines()
+        (folder / "ready.json").write_text(json.dumps({"requirements": env.requirements, "freeze": freeze},
+                                                      indent=1))
+
+
+def _run(cmd: list[str], name: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        raise EnvError(f"environment '{name}': {' '.join(cmd[:4])} ... exited {proc.returncode}: "
+                       f"{lines[-1] if lines else 'no output'}")
+    return proc.stdout
+
+
+def pythonpath(python: Path) -> str:
+    """Only the env's harness copy: never the parent environment's site-packages."""
+    return str(python.parent.parent / "src")
