@@ -30,3 +30,10 @@ def bench(session):
     """Run the local matrix (resnet20, resnet56 x torch/onnxruntime/openvino x every precision)."""
     session.install("-e", ".[cpu]")
     session.run("python", "-m", "harness", "run", "--target", "local", *session.posargs)
+
+
+@nox.session
+def report(session):
+    """Render results/ into results/README.md, results/report.html and results/plots/."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "report", *session.posargs)

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("list", help="what this machine can run, and why not")
     lp.add_argument("--target", default="local")
     sub.add_parser("env", help="print the environment record as JSON")
+    rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
+    rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
+    rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
+    rp.add_argument("--latest", action="store_true", help="when two runs have the same cell, keep the newest")
     return parser
 
 
@@ -168,10 +172,18 @@ def cmd_env(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from harness.report import render
+
+    md, html = render([Path(d) for d in args.dirs], Path(args.out), latest=args.latest)
+    print(f"wrote {md} and {html}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report}[args.command](args)
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

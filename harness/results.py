@@ -10,7 +10,8 @@ from pathlib import Path
 
 from harness.errors import UserError
 
-CELL_SCHEMA_VERSION = 1
+# Cell schema history: 1 = the first slice (no `variant`); 2 = adds `variant` ("" or "published").
+CELL_SCHEMA_VERSION = 2
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
@@ -87,5 +88,28 @@ def read_json(path: Path, kind: str, supported: int) -> dict:
     return data
 
 
+def _v1_to_v2(cell: dict) -> dict:
+    return {"variant": "", **cell, "schema_version": 2}
+
+
+MIGRATIONS = {1: _v1_to_v2}  # version -> function returning the next version
+
+
+def migrate_cell(cell: dict) -> dict:
+    while cell["schema_version"] < CELL_SCHEMA_VERSION:
+        cell = MIGRATIONS[cell["schema_version"]](cell)
+    return cell
+
+
 def load_cells(run_dir: Path) -> list[dict]:
-    return [read_json(p, "cell", CELL_SCHEMA_VERSION) for p in sorted((run_dir / "cells").glob("*.json"))]
+    """Every cell of a run, validated and migrated to the current schema."""
+    cells = []
+    for path in sorted((run_dir / "cells").glob("*.json")):
+        cell = migrate_cell(read_json(path, "cell", CELL_SCHEMA_VERSION))
+        missing = [k for k in ("target", "model", "backend", "precision", "status") if k not in cell]
+        if missing or cell["status"] not in STATUSES:
+            raise UserError(f"{path}: not a valid cell (missing {missing or 'a known status'}; "
+                            f"expected the fields listed in the README)")
+        cell["_path"] = str(path)
+        cells.append(cell)
+    return cells

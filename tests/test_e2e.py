@@ -119,3 +119,27 @@ def test_sigkill_mid_run_then_resume_skips_finished_cells(data_dir, shared_cache
         if p.name in finished:
             assert (p.stat().st_ino, p.stat().st_mtime_ns) == finished[p.name]
         assert json.loads(p.read_text())["status"] == "ok"
+
+
+def test_report_of_a_real_run_equals_its_json(run1, tmp_path):
+    from harness.report import render
+    from tests.test_report import md_tables
+
+    render([run1], tmp_path)
+    tables = md_tables((tmp_path / "README.md").read_text())
+    cells = _cells(run1)
+    header = ["Precision", "PyTorch", "ONNX Runtime", "OpenVINO", "TFLite", "IPEX"]
+
+    def shown(title, precision_label, framework):
+        row = next(r for r in tables[title] if r[0] == precision_label)
+        return row[header.index(framework)].strip("*")
+
+    torch_fp32, ort_uint8 = cells[("torch", "fp32")], cells[("onnxruntime", "uint8")]
+    ov_int8 = cells[("openvino", "int8")]
+    assert shown("Top-1 accuracy (%)", "Float32", "PyTorch") == f"{torch_fp32['accuracy']['top1']:.2f}"
+    assert shown("Size on disk (MB)", "UInt8", "ONNX Runtime") == f"{ort_uint8['size_bytes'] / 1e6:.3f}"
+    lat = ov_int8["latency_ms"]
+    assert shown("Latency at batch 1: p50 ms (p90)", "Int8 (static)", "OpenVINO") == \
+        f"{lat['p50']:.2f} ({lat['p90']:.2f})"
+    thr = ort_uint8["throughput"][0]["images_per_s"]
+    assert shown("Throughput (images/s at the largest batch)", "UInt8", "ONNX Runtime") == f"{thr:.0f} @64"

@@ -1,0 +1,101 @@
+"""`harness report`: merge runs from result folders and render templates/ into Markdown + HTML + plots."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness import plots, tables
+from harness.errors import UserError
+from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def load_runs(dirs: list[Path]) -> list[dict]:
+    """Every run (run.json + migrated cells) under the given folders."""
+    runs = []
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"results folder {d}: not a directory")
+        for manifest in sorted(d.rglob("run.json")):
+            run = read_json(manifest, "run", RUN_SCHEMA_VERSION)
+            run["cells"] = load_cells(manifest.parent)
+            run["_dir"] = str(manifest.parent)
+            runs.append(run)
+    if not runs:
+        raise UserError(f"no run.json under {', '.join(map(str, dirs))}: expected results/<target>/<run>/")
+    return runs
+
+
+def merge(runs: list[dict], latest: bool) -> list[dict]:
+    """One cell per (target, model, backend, precision, variant); duplicates are an error unless --latest."""
+    chosen: dict = {}
+    for run in sorted(runs, key=lambda r: r.get("created", "")):
+        for cell in run["cells"]:
+            key = (cell["target"], cell["model"], cell["backend"], cell["precision"], cell.get("variant", ""))
+            if key in chosen and not latest:
+                raise UserError(f"two results for {'/'.join(k for k in key if k)}: {chosen[key]['_path']} and "
+                                f"{cell['_path']}; pass --latest to keep the newest run's")
+            chosen[key] = cell
+    return list(chosen.values())
+
+
+def md_escape(text) -> str:
+    """Markdown-safe table cell text: result strings (e.g. error reasons) can never inject markup."""
+    text = re.sub(r"\s+", " ", str(text))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\|*_`\[\]#])", r"\\\1", text)
+
+
+def slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
+
+
+def build(runs: list[dict], cells: list[dict], out: Path) -> dict:
+    """The template context: sections per target and model, each with tables and plot files."""
+    targets = sorted({c["target"] for c in cells})
+    sections = []
+    for target in targets:
+        for model in sorted({c["model"] for c in cells if c["target"] == target}):
+            here = [c for c in cells if c["target"] == target and c["model"] == model]
+            name, stem = f"{model} on {target}", out / "plots" / slug(target, model)
+            figs = [("Accuracy vs latency", plots.accuracy_vs_latency(here, name, Path(f"{stem}-acc-latency.svg"))),
+                    ("Size on disk", plots.size_bars(here, name, Path(f"{stem}-size.svg"))),
+                    ("Throughput vs batch size", plots.throughput_vs_batch(here, name, Path(f"{stem}-thr.svg")))]
+            sections.append({
+                "target": target, "model": model, "anchor": slug(target, model),
+                "tables": [tables.matrix(here, m) for m in tables.METRICS]
+                + [tables.comparison(here), tables.per_class(here)],
+                "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs],
+            })
+    return {"sections": sections, "cross_target": tables.cross_target(cells, targets),
+            "environments": [tables.environment(r) for r in runs if any(c["_path"].startswith(r["_dir"])
+                                                                       for c in cells)],
+            "targets": targets, "n_cells": len(cells)}
+
+
+def _inline(path: Path) -> str:
+    """SVG markup for the self-contained HTML (matplotlib's own output, not user text)."""
+    svg = path.read_text()
+    return svg[svg.index("<svg"):]
+
+
+def render(dirs: list[Path], out: Path, latest: bool = False) -> tuple[Path, Path]:
+    import jinja2
+
+    runs = load_runs(dirs)
+    cells = merge(runs, latest)
+    context = build(runs, cells, out)
+    loader = jinja2.FileSystemLoader(str(TEMPLATES))
+    md_env = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
+                                trim_blocks=True, lstrip_blocks=True)
+    md_env.filters["md"] = md_escape
+    # autoescape for every HTML template, whatever its file name ends with (.html.j2 included).
+    html_env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    html_env.filters["safe_svg"] = lambda s: jinja2.utils.markupsafe.Markup(s)
+    out.mkdir(parents=True, exist_ok=True)
+    md, html = out / "README.md", out / "report.html"
+    md.write_text(md_env.get_template("README.md.j2").render(**context))
+    html.write_text(html_env.get_template("report.html.j2").render(**context))
+    return md, html

@@ -1,0 +1,176 @@
+"""Report tables as plain data (header, rows of {text, bold}, footnotes); templates only lay them out."""
+
+from __future__ import annotations
+
+from harness.data.cifar10 import CLASSES
+
+PRECISION_LABELS = {"fp32": "Float32", "fp16": "Float16", "bf16": "BFloat16", "int8": "Int8 (static)",
+                    "uint8": "UInt8", "dynamic": "Dynamic range"}
+FRAMEWORKS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "TFLite",
+              "ipex": "IPEX", "tensorrt": "TensorRT"}
+STATUS_TEXT = {"unsupported": "Not supported", "failed": "Failed", "timeout": "Timeout"}
+FLAG_DROP = -3.0  # per-class points lost vs fp32 that a report flags
+
+
+def column(cell: dict) -> str:
+    name = FRAMEWORKS.get(cell["backend"], cell["backend"])
+    return f"{name} ({cell['variant']})" if cell.get("variant") else name
+
+
+def top1(c):
+    return c["accuracy"]["top1"]
+
+
+def size_mb(c):
+    return c["size_bytes"] / 1e6
+
+
+def p50(c):
+    return c["latency_ms"]["p50"]
+
+
+def best_throughput(c):
+    """images/s at the largest batch measured."""
+    return max(c["throughput"], key=lambda t: t["batch"])["images_per_s"]
+
+
+METRICS = {  # key: (title, value, format, higher is better)
+    "top1": ("Top-1 accuracy (%)", top1, "{:.2f}", True),
+    "size": ("Size on disk (MB)", size_mb, "{:.3f}", False),
+    "latency": ("Latency at batch 1: p50 ms (p90)", p50, "{:.2f}", False),
+    "throughput": ("Throughput (images/s at the largest batch)", best_throughput, "{:.0f}", True),
+}
+
+
+def _text(cell: dict, metric: str) -> str:
+    _, value, fmt, _ = METRICS[metric]
+    text = fmt.format(value(cell))
+    if metric == "latency":
+        text += f" ({cell['latency_ms']['p90']:.2f})"
+    if metric == "throughput":
+        text += f" @{max(t['batch'] for t in cell['throughput'])}"
+    return text
+
+
+def _order(cell: dict) -> tuple:
+    known = list(FRAMEWORKS)
+    return (known.index(cell["backend"]) if cell["backend"] in known else len(known), cell["backend"],
+            cell.get("variant", ""))
+
+
+def matrix(cells: list[dict], metric: str) -> dict:
+    """The seed-style table: rows precisions, columns frameworks; best per row bold; reasons footnoted
+    (listed under the top-1 table; the other tables of a section use the same numbers)."""
+    title, value, _, higher = METRICS[metric]
+    cols = list(dict.fromkeys(column(c) for c in sorted(cells, key=_order)))
+    rows, notes = [], []
+    for precision, label in PRECISION_LABELS.items():
+        here = {column(c): c for c in cells if c["precision"] == precision}
+        if not here:
+            continue
+        ok = [value(c) for c in here.values() if c["status"] == "ok"]
+        best = (max(ok) if higher else min(ok)) if ok else None
+        row = [{"text": label, "bold": False}]
+        for col in cols:
+            c = here.get(col)
+            if c is None:
+                row.append({"text": "", "bold": False})
+            elif c["status"] != "ok":
+                notes.append(f"{col} {label}: {c.get('reason') or c['status']}")
+                row.append({"text": f"{STATUS_TEXT[c['status']]} [{len(notes)}]", "bold": False})
+            else:
+                row.append({"text": _text(c, metric), "bold": value(c) == best})
+        rows.append(row)
+    if notes and metric != "top1":
+        notes = ["reasons [1]..[n]: see the top-1 accuracy table above"]
+    return {"title": title, "header": ["Precision", *cols], "rows": rows, "footnotes": notes,
+            "numbered": metric == "top1"}
+
+
+def fp32_of(cells: list[dict], cell: dict) -> dict | None:
+    return next((c for c in cells if c["backend"] == cell["backend"] and c["precision"] == "fp32"
+                 and not c.get("variant") and c["status"] == "ok"), None)
+
+
+def _plain(*texts) -> list[dict]:
+    return [{"text": t, "bold": False} for t in texts]
+
+
+def comparison(cells: list[dict]) -> dict:
+    rows = []
+    for c in sorted((c for c in cells if c["status"] == "ok"), key=lambda c: (-top1(c), column(c))):
+        ref = fp32_of(cells, c)
+        if ref is None:
+            delta = reduction = lat = thr = "n/a"
+        else:
+            delta = f"{top1(c) - top1(ref):+.2f}"
+            reduction = f"{(1 - c['size_bytes'] / ref['size_bytes']) * 100:.1f}"
+            lat = f"{p50(ref) / p50(c):.2f}x"
+            thr = f"{best_throughput(c) / best_throughput(ref):.2f}x"
+        rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], f"{top1(c):.2f}", delta,
+                           f"{size_mb(c):.3f}", reduction, lat, thr))
+    header = ["Framework", "Precision", "Top-1 %", "Δ vs fp32", "Size MB", "Size reduction %",
+              "Speedup (latency)", "Speedup (throughput)"]
+    return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": []}
+
+
+def per_class(cells: list[dict]) -> dict:
+    rows, flagged = [], 0
+    for c in cells:
+        ref = fp32_of(cells, c)
+        if c["status"] != "ok" or ref is None or c is ref or c["accuracy"].get("n") != ref["accuracy"].get("n"):
+            continue
+        row = _plain(column(c), PRECISION_LABELS[c["precision"]])
+        for q, f in zip(c["accuracy"]["per_class"], ref["accuracy"]["per_class"], strict=True):
+            if q is None or f is None:  # a class absent from a test subset
+                row += _plain("")
+                continue
+            delta = q - f
+            flag = delta < FLAG_DROP
+            flagged += flag
+            row.append({"text": f"{delta:+.1f}" + (" ⚠" if flag else ""), "bold": flag})
+        rows.append(row)
+    note = [f"⚠ marks a class that loses more than {-FLAG_DROP:.0f} points vs the same framework's fp32 "
+            f"({flagged} flagged)"]
+    return {"title": "Per-class top-1 change vs fp32 (points)", "header": ["Framework", "Precision", *CLASSES],
+            "rows": rows, "footnotes": note}
+
+
+def cross_target(cells: list[dict], targets: list[str]) -> dict:
+    keyed: dict = {}
+    for c in cells:
+        keyed.setdefault((c["model"], column(c), c["precision"]), {})[c["target"]] = c
+    rows = []
+    for (model, col, precision), per in sorted(keyed.items()):
+        row = _plain(model, col, PRECISION_LABELS[precision])
+        for t in targets:
+            c = per.get(t)
+            if c is None:
+                row += _plain("")
+            elif c["status"] != "ok":
+                row += _plain(STATUS_TEXT[c["status"]])
+            else:
+                row += _plain(f"{p50(c):.2f} ms / {best_throughput(c):.0f} img/s")
+        rows.append(row)
+    return {"title": "Across targets: p50 latency at batch 1 / throughput", "rows": rows, "footnotes": [],
+            "header": ["Model", "Framework", "Precision", *targets]}
+
+
+def environment(run: dict) -> dict:
+    env = run.get("environment", {})
+    cpu = env.get("cpu", {})
+    container = env.get("container") or {}
+    git = env.get("git") or {}
+    pairs = [("Run", run.get("run_id", "")), ("CPU", cpu.get("model", "")),
+             ("ISA flags", ", ".join(k for k, v in cpu.get("isa", {}).items() if v) or "none"),
+             ("Cores (usable / logical)", f"{cpu.get('usable_cores')} / {cpu.get('logical_cores')}"),
+             ("Memory (GB)", f"{(env.get('memory_bytes') or 0) / 1e9:.1f}"),
+             ("GPU / driver", env.get("gpu") or "none"),
+             ("OS", f"{env.get('os', {}).get('system', '')} {env.get('os', {}).get('release', '')}"),
+             ("Python", env.get("python", ""))]
+    pairs += [(name, version) for name, version in sorted(env.get("packages", {}).items())]
+    pairs += [("Image", container.get("image_id") or container.get("image") or "none (no container)"),
+              ("Git commit", f"{git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}"),
+              ("Harness", env.get("harness_version", ""))]
+    return {"title": f"Environment: {run.get('target', {}).get('name', '')} / {run.get('run_id', '')}",
+            "header": ["", "Value"], "rows": [_plain(k, str(v)) for k, v in pairs], "footnotes": []}

@@ -1,0 +1,104 @@
+"""`harness report`: golden renderings of committed result sets, schema handling, escaping, duplicates."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.report import load_runs, md_escape, merge, render
+from tests.conftest import run_cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def md_tables(text: str) -> dict[str, list[list[str]]]:
+    """Markdown tables by their bold title: rows of cell texts (header and separator dropped)."""
+    out, title = {}, None
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if len(lines) == 1 and lines[0].startswith("**"):
+            title = lines[0].strip("*")
+        elif lines and lines[0].startswith("|") and title:
+            out.setdefault(title, [])
+            out[title] += [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines[2:]]
+            title = None
+    return out
+
+
+@pytest.mark.parametrize("name", ["normal", "mixed", "two_targets", "old_schema"])
+def test_golden_markdown(name, tmp_path):
+    render([FIXTURES / name], tmp_path)
+    got = (tmp_path / "README.md").read_text()
+    golden = GOLDEN / f"{name}.md"
+    if os.environ.get("PTQ_UPDATE_GOLDEN"):
+        golden.write_text(got)
+    assert got == golden.read_text()
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", got):
+        assert not link.startswith(("/", "http")) and (tmp_path / link).is_file()
+
+
+def test_markdown_tables_are_valid_pipe_tables(tmp_path):
+    render([FIXTURES / "two_targets"], tmp_path)
+    lines = (tmp_path / "README.md").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| ---") or line.startswith("|---"):
+            header = lines[i - 1]
+            width = header.count(" | ") + 1
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].count(" | ") + 1 == width, lines[j]
+                j += 1
+
+
+def test_reasons_cannot_inject_markup(tmp_path):
+    render([FIXTURES / "mixed"], tmp_path)
+    md, html = (tmp_path / "README.md").read_text(), (tmp_path / "report.html").read_text()
+    assert "<script>" not in md and "<script>" not in html
+    assert "&lt;script&gt;" in html and "\\*boom\\*" in md and "\\[link\\]" in md
+    assert md_escape("a|b") == "a\\|b"
+
+
+def test_failed_and_unsupported_cells_show_with_reasons(tmp_path):
+    render([FIXTURES / "mixed"], tmp_path)
+    tables = md_tables((tmp_path / "README.md").read_text())
+    top1 = tables["Top-1 accuracy (%)"]
+    rows = {r[0]: r for r in top1}
+    assert rows["Float32"][3].startswith("Timeout \\[")
+    assert rows["Int8 (static)"][3].startswith("Failed \\[")
+    assert rows["BFloat16"][2].startswith("Not supported \\[")
+
+
+def test_old_schema_is_migrated():
+    runs = load_runs([FIXTURES / "old_schema"])
+    assert all(c["schema_version"] == 2 and c["variant"] == "" for c in runs[0]["cells"])
+
+
+def test_unknown_schema_is_refused_with_exit_2(tmp_path):
+    proc = run_cli("report", str(FIXTURES / "unknown_schema"), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "resnet8__torch__fp32.json: cell schema_version 99" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_cells_need_latest(tmp_path):
+    both = tmp_path / "both"
+    shutil.copytree(FIXTURES / "normal", both / "a")
+    shutil.copytree(FIXTURES / "mixed", both / "b")
+    with pytest.raises(UserError, match="two results for local/resnet8/onnxruntime/fp32: .* pass --latest"):
+        merge(load_runs([both]), latest=False)
+    cells = merge(load_runs([both]), latest=True)
+    assert {c["run_id"] for c in cells} == {"run-b"}  # the newer run wins every shared cell
+
+
+def test_html_is_self_contained(tmp_path):
+    render([FIXTURES / "two_targets"], tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "Content-Security-Policy" in html and html.count("<svg") == 6
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "<table>" in html and "x86-cpu" in html
