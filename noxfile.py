@@ -1,6 +1,7 @@
 """Thin sessions; the logic lives in the harness package (`python -m harness <verb>`)."""
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -27,7 +28,7 @@ def lint(session):
 
 @nox.session
 def bench(session):
-    """Run the local matrix (resnet20, resnet56 x torch/onnxruntime/openvino x every precision)."""
+    """Run the local matrix (resnet20, resnet56 x every CPU backend x every precision)."""
     session.install("-e", ".[cpu]")
     session.run("python", "-m", "harness", "run", "--target", "local", *session.posargs)
 
@@ -37,3 +38,25 @@ def report(session):
     """Render results/ into results/README.md, results/report.html and results/plots/."""
     session.install("-e", ".")
     session.run("python", "-m", "harness", "report", *session.posargs)
+
+
+@nox.session
+def images(session):
+    """Build (or reuse) the image of every container target."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "container", "build")
+
+
+def _bench_target(name):
+    def bench_target(session):
+        session.install("-e", ".")
+        session.run("python", "-m", "harness", "container", "run", "--target", name, "--", *session.posargs)
+
+    bench_target.__doc__ = f"Build the {name} image (cached) and run the {name} matrix inside it."
+    return bench_target
+
+
+# One bench-<target> session per targets/*.toml that has a [container] table.
+for _toml in sorted(Path(__file__).parent.glob("targets/*.toml")):
+    if "\n[container]" in _toml.read_text():
+        nox.session(name=f"bench-{_toml.stem}")(_bench_target(_toml.stem))

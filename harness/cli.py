@@ -52,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("list", help="what this machine can run, and why not")
     lp.add_argument("--target", default="local")
     sub.add_parser("env", help="print the environment record as JSON")
+    cp = sub.add_parser("container", help="build a target's image, or run the harness inside it")
+    csub = cp.add_subparsers(dest="action", required=True)
+    cb = csub.add_parser("build", help="build (or reuse) the image of one target or of every container target")
+    cb.add_argument("--target", help="a target with a [container] table (default: all of them)")
+    cr = csub.add_parser("run", help="run `harness run` in the target's image; results come back to results/")
+    cr.add_argument("--target", required=True)
+    cr.add_argument("--results", default="results", help="host folder the run is copied back into")
+    cr.add_argument("args", nargs=argparse.REMAINDER, help="passed to `harness run` (--data-dir is the host's)")
+    ce = csub.add_parser("prepare-envs", help="create the target's backend environments (image build time)")
+    ce.add_argument("--target", required=True)
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -172,6 +182,55 @@ def cmd_env(args) -> int:
     return 0
 
 
+def _container_targets(name: str | None):
+    from harness.config import TARGETS_DIR
+
+    names = [name] if name else sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+    targets = [load_target(n) for n in names]
+    for t in targets:
+        if name and not t.container:
+            raise UserError(f"target {t.name} ({t.path}): no [container] table, so it has no image")
+    return [t for t in targets if t.container]
+
+
+def _split_data_dir(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take --data-dir out of the pass-through args: the host folder is copied in and the harness gets /data."""
+    rest, data, it = [], None, iter(a for a in args if a != "--")
+    for a in it:
+        if a == "--data-dir":
+            data = next(it, None)
+        elif a.startswith("--data-dir="):
+            data = a.split("=", 1)[1]
+        elif a == "--out" or a.startswith("--out="):
+            raise UserError("--out: a container run always writes results/<target>/<run id> (see --results)")
+        else:
+            rest.append(a)
+    return data, rest
+
+
+def cmd_container(args) -> int:
+    from harness import container, envs
+    from harness.data.cifar10 import cache_dir
+
+    if args.action == "build":
+        for target in _container_targets(args.target):
+            container.build(target)
+        return 0
+    target = load_target(args.target)
+    if args.action == "prepare-envs":
+        for env in target.environments:
+            envs.ensure(env, cache_dir())
+        return 0
+    data, rest = _split_data_dir(args.args)
+    data = data or os.environ.get("PTQ_HARNESS_DATA")
+    if not data or not Path(data).is_dir():
+        raise UserError(f"--data-dir {data!r}: expected the host's data folder (containers run without network)")
+    if not target.container:
+        raise UserError(f"target {target.name} ({target.path}): no [container] table, so it has no image")
+    container.run(target, Path(data).resolve(), Path(args.results), rest)
+    return 0
+
+
 def cmd_report(args) -> int:
     from harness.report import render
 
@@ -183,7 +242,8 @@ def cmd_report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report,
+                "container": cmd_container}[args.command](args)
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

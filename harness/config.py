@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.errors import UserError
@@ -56,6 +56,7 @@ class Target:
     path: str = ""
     sha256: str = ""
     environments: tuple = ()  # envs.Environment: backends that run under their own interpreter
+    container: dict = field(default_factory=dict)  # [container]: image and run options (empty: no image)
 
     def environment_of(self, backend: str):
         return next((e for e in self.environments if backend in e.backends), None)
@@ -134,14 +135,35 @@ def load_target(name_or_path: str) -> Target:
     run = raw.get("run", {})
     _expect(isinstance(run, dict), where, "run", run, "a table")
     envs = _environments(raw.get("environments", {}), where, BACKENDS)
+    container = _container(raw.get("container", {}), where)
     return Target(
         name=raw["name"], device=raw["device"],
         backends=_names(raw, "backends", BACKENDS, where),
         precisions=_names(raw, "precisions", PRECISIONS, where),
         models=_names(raw, "models", ZOO, where),
         run=parse_settings(run, where), path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-        environments=envs,
+        environments=envs, container=container,
     )
+
+
+_CONTAINER_KEYS = {"dockerfile": str, "base_image": str, "lock": str, "extras": str, "gpus": bool, "cpuset": str,
+                   "docker_host": str, "build_network_host": bool}
+
+
+def _container(raw: dict, where: str) -> dict:
+    _expect(isinstance(raw, dict), where, "container", raw, "a table")
+    if not raw:
+        return {}
+    for key, value in raw.items():
+        _expect(key in _CONTAINER_KEYS, where, f"container.{key}", value, f"one of {sorted(_CONTAINER_KEYS)}")
+        _expect(isinstance(value, _CONTAINER_KEYS[key]), where, f"container.{key}", value,
+                f"a {_CONTAINER_KEYS[key].__name__}")
+    for key in ("dockerfile", "base_image", "lock"):
+        _expect(key in raw, where, f"container.{key}", None, "to be set")
+    for key in ("dockerfile", "lock"):
+        _expect((REPO_ROOT / raw[key]).is_file(), where, f"container.{key}", raw[key],
+                "a file relative to the repository root")
+    return dict(raw)
 
 
 def _environments(raw: dict, where: str, backends) -> tuple:

@@ -52,13 +52,15 @@ def python_of(env: Environment, cache: Path) -> Path | None:
 def ensure(env: Environment, cache: Path, say=print) -> Path:
     """Create the environment once (pip honours the host's PIP_* settings) and refresh the harness copy."""
     folder = root(cache) / env.key()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs sharing a cache build the env once
-        _create(env, folder, say)
+    if not (folder / "ready.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two runs sharing a cache build the env once
+            _create(env, folder, say)
     src = folder / "src"
-    shutil.rmtree(src, ignore_errors=True)
-    shutil.copytree(PKG, src / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    if os.access(folder, os.W_OK):  # a prebuilt, read-only env (in an image) keeps the copy made at build time
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(PKG, src / "harness", ignore=shutil.ignore_patterns("__pycache__"))
     return folder / "bin" / "python"
 
 

@@ -71,3 +71,21 @@ def test_resnet8_twin_pads_like_keras_same():
         out = conv(torch.ones(1, 1, 4, 4))
     # top-left window covers rows/cols 0..2 (all ones: 9); bottom-right covers 2..4 with row/col 4 padded.
     assert np.array_equal(out[0, 0].numpy(), np.array([[9.0, 6.0], [6.0, 4.0]]))
+
+
+def test_resnet8_twin_equals_the_keras_original(data_dir, test_split):
+    """The PyTorch ResNet-8 read with h5py predicts what MLPerf's Keras model itself predicts, image for image."""
+    pytest.importorskip("keras", reason="TensorFlow/Keras not installed (pip install 'ptq-harness[tflite]')")
+    import keras
+    import torch
+
+    spec = ZOO["resnet8"]
+    weights = spec.weights_path(data_dir, False)
+    x = spec.preprocess.apply(test_split.images)
+    original = keras.models.load_model(str(weights), compile=False).predict(x, batch_size=500, verbose=0)
+    with torch.inference_mode():
+        twin = build_torch(spec, weights)(torch.from_numpy(x)).numpy()
+    assert np.abs(original - twin).max() < 1e-4
+    assert (original.argmax(1) == twin.argmax(1)).all()
+    keras_top1 = (original.argmax(1) == test_split.labels).mean() * 100
+    assert keras_top1 >= spec.published_top1  # MLPerf Tiny's 85% quality target

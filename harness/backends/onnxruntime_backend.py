@@ -14,7 +14,7 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 class OnnxRuntimeBackend(Backend):
     NAME = "onnxruntime"
     MODULE = "onnxruntime"
-    PACKAGES = ("onnxruntime", "onnx")
+    PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnx")
     EXTRA = "onnxruntime"
     UNSUPPORTED = {
         "bf16": "onnxruntime's CPU execution provider has no bfloat16 Conv/Gemm kernels",

@@ -76,7 +76,8 @@ ZOO: dict[str, ModelSpec] = {
         "resnet8", "resnet8", "mlperf_tiny_resnet8", "pretrainedResnet.h5",
         "5f938a8eea605438cc7360aa13c987bc6d7bd0c8d931b2917361ae7ae4eeda2f",
         MLPERF_TINY + "pretrainedResnet.h5", 85.0,
-        "MLPerf Tiny quality target (not a measured figure)",
+        "MLPerf Tiny quality target, not a measurement; measured here on the full test set: 87.19% for the "
+        "Keras original (TensorFlow 2.21), its PyTorch twin and MLPerf's own fp32 .tflite",
         # The Keras original takes raw 0..255 RGB pixels, NHWC, with no rescaling layer.
         Preprocess(scale=1.0, layout="NHWC"),
         published=(

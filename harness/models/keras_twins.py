@@ -19,56 +19,54 @@ def keras_twin(spec, weights: Path):
     return _resnet_cifar(spec, weights)
 
 
+def _conv(x, state: dict, name: str, stride: int):
+    import keras
+
+    w = state[f"{name}.weight"].transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if stride == 2:
+        x = keras.layers.ZeroPadding2D(1)(x)
+    conv = keras.layers.Conv2D(w.shape[3], 3, strides=stride, padding="valid" if stride == 2 else "same",
+                               use_bias=False)
+    y = conv(x)
+    conv.set_weights([w])
+    return y
+
+
+def _bn(x, state: dict, name: str):
+    import keras
+
+    bn = keras.layers.BatchNormalization(epsilon=1e-5)
+    y = bn(x)
+    bn.set_weights([state[f"{name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
+    return y
+
+
+def _shortcut_a(x, pad: int):
+    """Option A: subsample by 2 and zero-pad the new channels."""
+    import keras
+
+    return keras.layers.Lambda(lambda t: keras.ops.pad(t[:, ::2, ::2, :], [[0, 0], [0, 0], [0, 0], [pad, pad]]))(x)
+
+
 def _resnet_cifar(spec, weights: Path):
     import keras
-    import numpy as np
 
-    torch_model = spec_torch(spec, weights)
-    state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
-    layers = keras.layers
-
-    def conv(x, name, stride):
-        w = state[f"{name}.weight"].transpose(2, 3, 1, 0)
-        if stride == 2:
-            x = layers.ZeroPadding2D(1)(x)
-        c = layers.Conv2D(w.shape[3], 3, strides=stride, padding="valid" if stride == 2 else "same",
-                          use_bias=False)
-        y = c(x)
-        c.set_weights([w])
-        return y
-
-    def bn(x, name):
-        b = layers.BatchNormalization(epsilon=1e-5)
-        y = b(x)
-        b.set_weights([state[f"{name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
-        return y
-
-    inp = keras.Input((32, 32, 3), name="x")
-    x = layers.ReLU()(bn(conv(inp, "conv1", 1), "bn1"))
-    n = (int(spec.builder.split(":")[1]) - 2) // 6
-    cin = 16
-    for stage, cout in enumerate((16, 32, 64), start=1):
-        for i in range(n):
-            stride = 2 if stage > 1 and i == 0 else 1
-            p = f"layer{stage}.{i}"
-            y = layers.ReLU()(bn(conv(x, f"{p}.conv1", stride), f"{p}.bn1"))
-            y = bn(conv(y, f"{p}.conv2", 1), f"{p}.bn2")
-            if stride != 1 or cin != cout:
-                pad = cout // 4  # option A: subsample, zero-pad the new channels
-                x = layers.Lambda(lambda t, p=pad: keras.ops.pad(t[:, ::2, ::2, :],
-                                                                 [[0, 0], [0, 0], [0, 0], [p, p]]))(x)
-            x = layers.ReLU()(layers.Add()([y, x]))
-            cin = cout
-    x = layers.GlobalAveragePooling2D()(x)
-    dense = layers.Dense(10)
-    out = dense(x)
-    dense.set_weights([state["linear.weight"].T, state["linear.bias"]])
-    model = keras.Model(inp, out, name=spec.name)
-    assert np.isfinite(model.get_weights()[0]).all()
-    return model
-
-
-def spec_torch(spec, weights):
     from harness.models import build_torch
 
-    return build_torch(spec, weights)
+    state = {k: v.detach().numpy() for k, v in build_torch(spec, weights).state_dict().items()}
+    relu = keras.layers.ReLU
+    inp = keras.Input((32, 32, 3), name="x")
+    x = relu()(_bn(_conv(inp, state, "conv1", 1), state, "bn1"))
+    n, cin = (int(spec.builder.split(":")[1]) - 2) // 6, 16
+    for stage, cout in enumerate((16, 32, 64), start=1):
+        for i in range(n):
+            stride, p = (2 if stage > 1 and i == 0 else 1), f"layer{stage}.{i}"
+            y = relu()(_bn(_conv(x, state, f"{p}.conv1", stride), state, f"{p}.bn1"))
+            y = _bn(_conv(y, state, f"{p}.conv2", 1), state, f"{p}.bn2")
+            if stride != 1 or cin != cout:
+                x = _shortcut_a(x, cout // 4)
+            x, cin = relu()(keras.layers.Add()([y, x])), cout
+    dense = keras.layers.Dense(10)
+    out = dense(keras.layers.GlobalAveragePooling2D()(x))
+    dense.set_weights([state["linear.weight"].T, state["linear.bias"]])
+    return keras.Model(inp, out, name=spec.name)

@@ -1,0 +1,33 @@
+# (No "# syntax=" line: that would pull a frontend image from a registry; the engine's built-in BuildKit frontend
+# already supports RUN --mount.)
+# x86 CPU image: torch (CPU), ONNX Runtime, OpenVINO + NNCF, TensorFlow Lite, and IPEX in its own venv.
+# Built by `harness container build --target x86-cpu` (or `nox -s images`), which passes these args.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG BASE_IMAGE BASE_DIGEST=unknown LOCK TARGET EXTRAS=cpu GIT_COMMIT=unknown LOCK_SHA256=unknown
+LABEL org.ptq-harness.target="${TARGET}" org.ptq-harness.git-commit="${GIT_COMMIT}" \
+      org.ptq-harness.base-image="${BASE_IMAGE}" org.ptq-harness.base-digest="${BASE_DIGEST}" \
+      org.ptq-harness.lock-sha256="${LOCK_SHA256}"
+RUN (command -v useradd >/dev/null && useradd -m -u 1000 harness) || adduser --disabled-password --uid 1000 harness
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+COPY targets/locks /src/targets/locks
+COPY images /src/images
+# Every version comes from the target's lock; pip settings arrive as BuildKit secrets (see pip-install.sh).
+RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert --mount=type=bind,source=wheelhouse,target=/wheels \
+    sh /src/images/with-pip-settings.sh pip install --quiet -r /src/${LOCK}
+# Backends that need their own environment, pinned by their own lock (prebuilt: no network at run time).
+ENV PTQ_HARNESS_ENVS=/opt/envs
+COPY pyproject.toml README.md /src/
+COPY targets /src/targets
+COPY harness /src/harness
+COPY templates /src/templates
+RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert \
+    pip install --quiet --no-deps --no-build-isolation -e /src && \
+    sh /src/images/with-pip-settings.sh harness container prepare-envs --target "${TARGET}"
+ENV PTQ_HARNESS_GIT_COMMIT=${GIT_COMMIT} PTQ_HARNESS_BASE_IMAGE=${BASE_IMAGE} \
+    PTQ_HARNESS_BASE_DIGEST=${BASE_DIGEST} PTQ_HARNESS_LOCK_SHA256=${LOCK_SHA256} \
+    PTQ_HARNESS_CACHE=/home/harness/.cache/ptq-harness
+USER harness
+WORKDIR /home/harness
+CMD ["harness", "list"]

@@ -1,0 +1,116 @@
+"""The container flow (build, run with --network none, docker cp back) against a second Docker engine
+reached only through DOCKER_HOST: nothing may assume a local bind mount or the default engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_target
+from harness.container import image_tag
+from tests.conftest import run_cli
+
+DOCKERD = shutil.which("dockerd")
+BASE = "python:3.11-slim-bookworm"
+
+
+def _docker(*args, host=None, **kw):
+    env = {**os.environ, **({"DOCKER_HOST": host} if host else {})}
+    return subprocess.run(["docker", *args], capture_output=True, text=True, env=env, **kw)
+
+
+def _engine_ready(host=None) -> bool:
+    return shutil.which("docker") is not None and _docker("info", host=host).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory):
+    if DOCKERD is None or os.geteuid() != 0:
+        pytest.skip("needs root and dockerd to start a second engine")
+    if not _engine_ready() or _docker("image", "inspect", BASE).returncode != 0:
+        pytest.skip(f"needs the default engine with {BASE} (../shared/tools/dockerd-up and base-images)")
+    tempfile_dir = tmp_path_factory.mktemp("engine2")
+    root = Path(tempfile_dir)
+    sock = f"unix://{root}/docker.sock"
+    config = root / "daemon.json"
+    config.write_text(json.dumps({"bridge": "none", "iptables": False, "ip-masq": False,
+                                  "features": {"buildkit": True}}))
+    proc = subprocess.Popen([DOCKERD, "--host", sock, "--data-root", str(root / "data"), "--exec-root",
+                             f"/run/ptq-engine2-{os.getpid()}", "--pidfile", str(root / "docker.pid"),
+                             "--config-file", str(config)], stdout=open(root / "log", "w"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(60):
+            if _engine_ready(sock):
+                break
+            time.sleep(1)
+        else:
+            pytest.skip(f"the second engine did not start: {(root / 'log').read_text()[-500:]}")
+        save = subprocess.Popen(["docker", "save", BASE], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "load"], stdin=save.stdout, capture_output=True, text=True,
+                              env={**os.environ, "DOCKER_HOST": sock})
+        save.wait()
+        assert load.returncode == 0, load.stderr
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(tempfile_dir, ignore_errors=True)
+
+
+def test_container_flow_through_docker_host_only(second_engine, data_dir, tmp_path):
+    env = {"DOCKER_HOST": second_engine}
+    base_id = _docker("image", "inspect", "--format", "{{.Id}}", BASE, host=second_engine).stdout.strip()
+    tag = image_tag(load_target("smoke"), base_id)
+    on_default_before = _docker("image", "inspect", tag).returncode == 0
+    proc = run_cli("container", "run", "--target", "smoke", "--results", str(tmp_path / "results"), "--",
+                   "--data-dir", str(data_dir), "--test-limit", "300", env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    runs = list((tmp_path / "results" / "smoke").glob("*/run.json"))
+    assert len(runs) == 1
+    run = json.loads(runs[0].read_text())
+    container = run["environment"]["container"]
+    assert container["image"].startswith("ptq-harness:smoke-") and container["image_id"].startswith("sha256:")
+    cells = [json.loads(p.read_text()) for p in runs[0].parent.glob("cells/*.json")]
+    assert {c["status"] for c in cells} == {"ok"} and len(cells) == 2
+    # the image was built on the engine DOCKER_HOST named; the default engine got nothing from this run
+    assert _docker("image", "inspect", tag, host=second_engine).returncode == 0
+    assert (_docker("image", "inspect", tag).returncode == 0) == on_default_before
+    # a second run reuses the image and says so
+    again = run_cli("container", "build", "--target", "smoke", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def test_gpu_target_without_nvidia_runtime_stops_with_one_line():
+    from harness.container import require_gpu
+    from harness.errors import UserError
+
+    if not _engine_ready():
+        pytest.skip("no Docker engine answers here")
+    if "nvidia" in _docker("info", "--format", "{{json .Runtimes}}").stdout:
+        pytest.skip("this engine has an NVIDIA runtime")
+    with pytest.raises(UserError, match="needs an NVIDIA GPU, but the Docker engine has no NVIDIA runtime"):
+        require_gpu(load_target("a100"))
+
+
+def test_pass_through_args_take_the_host_data_dir():
+    from harness.cli import _split_data_dir
+    from harness.errors import UserError
+
+    assert _split_data_dir(["--", "--data-dir", "/d", "--models", "resnet20"]) == ("/d", ["--models", "resnet20"])
+    assert _split_data_dir(["--data-dir=/e"]) == ("/e", [])
+    with pytest.raises(UserError, match="--out"):
+        _split_data_dir(["--out", "x"])
+
+
+def test_every_target_file_is_valid():
+    for toml in Path(__file__).resolve().parent.parent.glob("targets/*.toml"):
+        target = load_target(toml.stem)
+        assert target.name == toml.stem
+        if target.container:
+            assert target.container["lock"].startswith("targets/locks/")
