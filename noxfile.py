@@ -41,6 +41,13 @@ def report(session):
 
 
 @nox.session
+def compare(session):
+    """Compare two run folders cell by cell: nox -s compare -- RUN_A RUN_B (exit 1 on a regression)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "compare", *session.posargs)
+
+
+@nox.session
 def images(session):
     """Build (or reuse) the image of every container target."""
     session.install("-e", ".")

@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("args", nargs=argparse.REMAINDER, help="passed to `harness run` (--data-dir is the host's)")
     ce = csub.add_parser("prepare-envs", help="create the target's backend environments (image build time)")
     ce.add_argument("--target", required=True)
+    cmp = sub.add_parser("compare", help="per-cell verdicts between two runs (non-zero exit on regression)")
+    cmp.add_argument("run_a", help="baseline run folder (results/<target>/<run id>)")
+    cmp.add_argument("run_b", help="candidate run folder")
+    cmp.add_argument("--threshold", type=float, default=0.10, help="latency change that counts (default 0.10)")
+    cmp.add_argument("--allow-identity-change", action="store_true",
+                     help="compare cells whose weights, calibration or test set differ")
+    cmp.add_argument("--md", help="also write the Markdown here")
+    cmp.add_argument("--json", help="also write the JSON here")
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -231,6 +239,14 @@ def cmd_container(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from harness.compare import compare, write
+
+    result = compare(Path(args.run_a), Path(args.run_b), args.threshold, args.allow_identity_change)
+    print(write(result, Path(args.md) if args.md else None, Path(args.json) if args.json else None), end="")
+    return 1 if result["overall"] == "regression" else 0
+
+
 def cmd_report(args) -> int:
     from harness.report import render
 
@@ -243,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report,
-                "container": cmd_container}[args.command](args)
+                "container": cmd_container, "compare": cmd_compare}[args.command](args)
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,123 @@
+"""`harness compare RUN_A RUN_B`: per-cell verdicts with the noise measured in both runs.
+
+Latency is compared on the median of the raw batch-1 samples; each median gets a 95% bootstrap interval
+(resampling the samples, fixed seed), and a change counts only when the intervals do not overlap AND the
+ratio passes the threshold. Accuracy must match exactly: every backend here is deterministic on the same
+artifact and inputs, so any change is reported (the artifact, calibration or runtime changed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
+
+IDENTITY = {  # field shown to the user -> how to read it from a cell
+    "model weights sha256": lambda c: (c.get("model_info") or {}).get("weights_sha256"),
+    "calibration sha256": lambda c: (c.get("calibration") or {}).get("sha256"),
+    "calibration size": lambda c: (c.get("calibration") or {}).get("size"),
+    "calibration method": lambda c: (c.get("calibration") or {}).get("method"),
+    "test set sha256": lambda c: (c.get("test") or {}).get("sha256"),
+}
+
+
+def bootstrap_median_ci(samples, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): 95% percentile-bootstrap interval of the median of the samples."""
+    a = np.asarray(samples, np.float64)
+    rng = np.random.default_rng(seed)
+    meds = np.median(a[rng.integers(0, len(a), size=(n, len(a)))], axis=1)
+    return float(np.median(a)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def _load(run_dir: Path) -> dict:
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"{run_dir}: no run.json; expected a run folder such as results/<target>/<run id>")
+    read_json(run_dir / "run.json", "run", RUN_SCHEMA_VERSION)
+    return {(c["model"], c["backend"], c["precision"], c.get("variant", "")): c for c in load_cells(run_dir)}
+
+
+def _latency(c: dict):
+    samples = c.get("latency_samples_ms")
+    if samples:
+        return bootstrap_median_ci(samples)
+    p50 = c["latency_ms"]["p50"]  # no raw samples kept: no interval, only the point
+    return p50, p50, p50
+
+
+def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> dict:
+    differs = [name for name, get in IDENTITY.items() if get(a) != get(b)]
+    versions = sorted(k for k in set(a.get("versions", {})) | set(b.get("versions", {}))
+                      if a.get("versions", {}).get(k) != b.get("versions", {}).get(k))
+    out = {"identity_differs": differs, "versions_differ": [f"{k}: {a.get('versions', {}).get(k)} -> "
+                                                            f"{b.get('versions', {}).get(k)}" for k in versions]}
+    if differs and not allow_identity:
+        raise UserError(f"cell {a['model']}/{a['backend']}/{a['precision']}: {', '.join(differs)} differs "
+                        "between the runs; pass --allow-identity-change to compare anyway")
+    if a["status"] != "ok" or b["status"] != "ok":
+        same = a["status"] == b["status"]
+        return {**out, "verdict": "same" if same else "status changed", "status": [a["status"], b["status"]]}
+    acc_delta = b["accuracy"]["top1"] - a["accuracy"]["top1"]
+    (ma, la, ha), (mb, lb, hb) = _latency(a), _latency(b)
+    ratio = mb / ma
+    overlap = not (hb < la or lb > ha)
+    thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
+    if acc_delta != 0:
+        verdict = "accuracy changed"
+    elif not overlap and ratio > 1 + threshold:
+        verdict = "slower"
+    elif not overlap and ratio < 1 - threshold:
+        verdict = "faster"
+    else:
+        verdict = "same"
+    return {**out, "verdict": verdict, "top1": [a["accuracy"]["top1"], b["accuracy"]["top1"]],
+            "top1_delta": acc_delta, "latency_p50_ms": [[ma, la, ha], [mb, lb, hb]], "latency_ratio": ratio,
+            "intervals_overlap": overlap, "throughput_ratio": thr_ratio}
+
+
+def compare(run_a: Path, run_b: Path, threshold: float = 0.10, allow_identity: bool = False) -> dict:
+    a, b = _load(run_a), _load(run_b)
+    cells = []
+    for key in sorted(set(a) | set(b)):
+        row = {"cell": "/".join(k for k in key if k)}
+        if key not in a or key not in b:
+            row.update(verdict="missing", missing_in="A" if key not in a else "B")
+        else:
+            row.update(compare_cell(a[key], b[key], threshold, allow_identity))
+        cells.append(row)
+    regressions = [c for c in cells if c["verdict"] in ("slower", "accuracy changed", "status changed")]
+    overall = "regression" if regressions else ("same" if all(c["verdict"] == "same" for c in cells) else "changed")
+    return {"schema_version": 1, "run_a": str(run_a), "run_b": str(run_b), "threshold": threshold,
+            "interval": "95% percentile bootstrap of the median batch-1 latency (1000 resamples)",
+            "overall": overall, "cells": cells}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Compare {result['run_a']} -> {result['run_b']}", "",
+             f"Overall: **{result['overall']}** (threshold {result['threshold']:.0%}; {result['interval']}).", "",
+             "| cell | verdict | top-1 A -> B | p50 ms A [95% CI] | p50 ms B [95% CI] | latency ratio | notes |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in result["cells"]:
+        if "latency_p50_ms" in c:
+            (ma, la, ha), (mb, lb, hb) = c["latency_p50_ms"]
+            nums = [f"{c['top1'][0]:.2f} -> {c['top1'][1]:.2f}", f"{ma:.3f} [{la:.3f}, {ha:.3f}]",
+                    f"{mb:.3f} [{lb:.3f}, {hb:.3f}]", f"{c['latency_ratio']:.2f}x"]
+        else:
+            nums = [" -> ".join(c.get("status", [])) or "", "", "", ""]
+        notes = "; ".join(c.get("identity_differs", []) + c.get("versions_differ", []) +
+                          ([f"only in {'B' if c.get('missing_in') == 'A' else 'A'}"] if c["verdict"] == "missing"
+                           else []))
+        lines.append(f"| {c['cell']} | {c['verdict']} | " + " | ".join(nums) + f" | {notes.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, md: Path | None, js: Path | None) -> str:
+    text = markdown(result)
+    if md:
+        md.write_text(text)
+    if js:
+        js.write_text(json.dumps(result, indent=1))
+    return text
