@@ -119,6 +119,8 @@ def spawn(job: dict, log: Path, timeout: float, python: Path | None = None) -> t
     """Run one worker; returns (status, reason) when the worker did not write its own cell."""
     job_path = log.with_suffix(".job.json")
     job_path.write_text(json.dumps(job, indent=1))
+    cell = Path(job["paths"]["cell"])
+    started = time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen([str(python or sys.executable), "-m", "harness.worker", str(job_path)], stdout=out,
                                 stderr=subprocess.STDOUT, env=worker_env(job["threads"], python))
@@ -128,7 +130,8 @@ def spawn(job: dict, log: Path, timeout: float, python: Path | None = None) -> t
             proc.kill()
             proc.wait()
             return "timeout", f"worker exceeded the {timeout:.0f} s cell timeout (killed)"
-    if code != 0 and not Path(job["paths"]["cell"]).exists():
+    # (with --force an older cell may exist: only one written by this worker counts)
+    if code != 0 and (not cell.exists() or cell.stat().st_mtime < started):
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:]
         return "failed", f"worker exited with code {code}: {tail[0] if tail else 'no output'} (log {log})"
     return "ok", None

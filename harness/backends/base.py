@@ -14,6 +14,11 @@ import numpy as np
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+def cuda_device_present() -> bool:
+    """An NVIDIA driver with a device node; checked without importing any framework."""
+    return Path("/dev/nvidiactl").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 class Unsupported(Exception):
     """Raised when a cell turns out not to be possible here; the message is the cell's reason."""
 
@@ -61,8 +66,10 @@ class Backend:
 
     def supports(self, precision: str, device: str) -> str | None:
         """None if the cell can be tried, else the reason it cannot (cheap: no framework import)."""
+        if device == "cuda" and not cuda_device_present():
+            return "no CUDA device"
         if device != "cpu":
-            return f"{self.NAME} on {device} is not implemented on this target"
+            return f"{self.NAME} on {device} is not implemented yet (GPU backends: issue 6)"
         return self.UNSUPPORTED.get(precision)
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
