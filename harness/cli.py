@@ -131,8 +131,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(target, pick(args.models, target.models, ZOO, "models"),
                     pick(args.backends, target.backends, BACKENDS, "backends"),
                     pick(args.precisions, target.precisions, PRECISIONS, "precisions"), settings, data_dir,
-                    may_download, _out_dir(args, target.name), cache, args.resume, args.force,
-                    args.calibration_method)
+                    may_download, _out_dir(args, target.name), cache, args.resume, args.force)
     for m in cfg.models:  # verify every weight file before anything is written
         ZOO[m].weights_path(data_dir, may_download)
     prep = prepare(data_dir, may_download, cfg.models, settings, args.calibration_method, cache)

@@ -35,7 +35,6 @@ class RunConfig:
     cache: Path
     resume: bool = False
     force: bool = False
-    calibration_method: str = "minmax"
 
 
 def plan(cfg: RunConfig) -> list[tuple[str, str, str, str]]:

@@ -36,17 +36,10 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def make_backend(job: dict):
-    backend = get_backend(job["backend"])
-    if hasattr(backend, "calibration_method"):
-        backend.calibration_method = job["calibration"]["method"]
-    return backend
-
-
 def measure_cell(job: dict, backend) -> dict:
     spec = ZOO[job["model"]]
     src = Source(spec, spec.weights_path(Path(job["data_dir"]), job["may_download"]),
-                 np.load(job["paths"]["calib_x"]))
+                 np.load(job["paths"]["calib_x"]), job["calibration"]["method"])
     workdir = Path(job["paths"]["workdir"])
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -98,7 +91,7 @@ def agreement(pred: np.ndarray, fp32_pred: Path, precision: str) -> float | None
 def run(job: dict) -> CellResult:
     start = time.perf_counter()
     common = {k: job[k] for k in JOB_FIELDS}
-    backend = make_backend(job)
+    backend = get_backend(job["backend"])
     probe = backend.probe()
     try:
         reason = probe.reason or backend.supports(job["precision"], job["device"])

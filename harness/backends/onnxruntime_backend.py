@@ -20,9 +20,6 @@ class OnnxRuntimeBackend(Backend):
         "bf16": "onnxruntime's CPU execution provider has no bfloat16 Conv/Gemm kernels",
     }
 
-    def __init__(self, calibration_method: str = "minmax"):
-        self.calibration_method = calibration_method
-
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         fp32 = src.onnx_path()
         out = workdir / f"model-{precision}.onnx"
@@ -67,7 +64,7 @@ class OnnxRuntimeBackend(Backend):
         pre = workdir / "preprocessed.onnx"
         quant_pre_process(str(fp32), str(pre))
         act = QuantType.QInt8 if precision == "int8" else QuantType.QUInt8
-        method = METHODS[self.calibration_method]
+        method = METHODS[src.calibration_method]
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=act,
                         weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=getattr(CalibrationMethod, method))

@@ -20,6 +20,7 @@ class Source:
     spec: ModelSpec
     weights: Path
     calib: np.ndarray  # preprocessed calibration images, in the model's input layout
+    calibration_method: str = "minmax"  # honoured where the framework offers a choice (onnxruntime)
     _model: object = field(default=None, repr=False)
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
