@@ -160,10 +160,9 @@ def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
         record(job, "failed", python, {})
         return
     if python is None:  # cheap checks here save a process start; an env's worker checks for itself
-        probe = impl.probe()
-        reason = probe.reason or impl.supports(job["precision"], cfg.target.device)
+        reason = impl.why_not(job["precision"], cfg.target.device)
         if reason:
-            record(job, "unsupported", reason, impl.versions() if probe.installed else {})
+            record(job, "unsupported", reason, impl.versions())
             return
     log = cfg.out_dir / "logs" / f"{Path(job['paths']['cell']).stem}.log"
     status, why = spawn(job, log, cfg.settings.timeout_s, python)

@@ -92,9 +92,8 @@ def run(job: dict) -> CellResult:
     start = time.perf_counter()
     common = {k: job[k] for k in JOB_FIELDS}
     backend = get_backend(job["backend"])
-    probe = backend.probe()
     try:
-        reason = probe.reason or backend.supports(job["precision"], job["device"])
+        reason = backend.why_not(job["precision"], job["device"])
         if reason:
             raise Unsupported(reason)
         fields = measure_cell(job, backend)

@@ -81,7 +81,7 @@ a = json.loads(sys.argv[1])
 spec = ZOO[a["model"]]
 backend = get_backend(a["backend"])
 try:
-    reason = backend.probe().reason or backend.supports(a["precision"], "cpu")
+    reason = backend.why_not(a["precision"], "cpu")
     if reason:
         raise Unsupported(reason)
     art = backend.build(Source(spec, Path(a["weights"]), np.load(a["calib"])), a["precision"], Path(a["workdir"]))
@@ -109,7 +109,7 @@ def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
     env = load_target("local").environment_of(backend)
     if env is None:
         impl = get_backend(backend)
-        reason = impl.probe().reason or impl.supports(precision, "cpu")
+        reason = impl.why_not(precision, "cpu")
         if reason:
             pytest.skip(f"{backend} {precision}: {reason}")
         try:

@@ -75,6 +75,10 @@ class Backend:
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
 
+    def why_not(self, precision: str, device: str) -> str | None:
+        """None if the cell can be tried here, else why not: not installed, or not supported."""
+        return self.probe().reason or self.supports(precision, device)
+
     def published(self, path: Path, spec, workdir: Path) -> Artifact:
         """Wrap an artifact published with the model (e.g. MLPerf's .tflite) so it runs as its own cell."""
         raise Unsupported(f"{self.NAME} cannot load published artifacts")
