@@ -47,3 +47,14 @@ def test_gpu_devices_are_reported_unsupported():
     for name in BACKENDS:
         reason = get_backend(name).supports("fp32", "cuda")
         assert reason == "no CUDA device" if not cuda_device_present() else "not implemented yet" in reason
+
+
+def test_tflite_resnet8_int8_is_at_most_30_percent_of_fp32(data_dir, shared_cache, tmp_path):
+    """Issue 3's size criterion on the MLPerf Tiny model; both artifacts are saved strings-stripped."""
+    pytest.importorskip("tensorflow", reason="tflite extra not installed")
+    src = source_for("resnet8", data_dir, 100)
+    backend = get_backend("tflite")
+    fp32, int8 = (backend.build(src, p, tmp_path) for p in ("fp32", "int8"))
+    assert int8.size_bytes() <= 0.30 * fp32.size_bytes(), (int8.size_bytes(), fp32.size_bytes())
+    for art in (fp32, int8):
+        assert art.details["unstripped_size_bytes"] > art.size_bytes()

@@ -74,7 +74,9 @@ class TfliteBackend(Backend):
             warnings.simplefilter("ignore")
             blob = converter.convert()
         path = workdir / f"model-{precision}.tflite"
-        path.write_bytes(blob)
+        details["unstripped_size_bytes"] = len(blob)
+        path.write_bytes(strip_strings(blob))
+        details["strings"] = "stripped (flatbuffer_utils.strip_strings), as a deployed model ships"
         details["nchw_input"] = nchw
         return Artifact(path, (path,), details)
 
@@ -88,6 +90,16 @@ class TfliteBackend(Backend):
 
     def load(self, artifact: Artifact, threads: int) -> Predict:
         return LiteRtPredict(artifact, threads)
+
+
+def strip_strings(blob: bytes) -> bytes:
+    """Drop tensor/subgraph debug names, as TFLite Micro deployments do. Applied to every precision alike, so
+    size ratios compare like with like; the interpreter addresses tensors by index, so outputs are unchanged."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    flatbuffer_utils.strip_strings(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def importlib_missing(module: str) -> bool:
