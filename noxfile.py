@@ -48,6 +48,20 @@ def compare(session):
 
 
 @nox.session
+def sweep(session):
+    """Calibration sweep: nox -s sweep -- --models resnet20 --calibration-size 10,100,1000,5000."""
+    session.install("-e", ".[cpu]")
+    session.run("python", "-m", "harness", "sweep", "--target", "local", *session.posargs)
+
+
+@nox.session
+def reproduce(session):
+    """Re-run a results folder in its recorded environment and compare: nox -s reproduce -- RUN_DIR."""
+    session.install("-e", ".[cpu]")  # a run recorded without an image re-runs on this machine
+    session.run("python", "-m", "harness", "reproduce", *session.posargs)
+
+
+@nox.session
 def images(session):
     """Build (or reuse) the image of every container target."""
     session.install("-e", ".")

@@ -7,22 +7,27 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.config import PRECISIONS, load_target, parse_settings, pick
+from harness.config import PRECISIONS, load_target
 from harness.errors import UserError
-
-RESULTS = Path("results")
-SETTING_FLAGS = {  # CLI flag -> RunSettings field
-    "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "min_duration": "min_duration_s",
-    "min_count": "min_count", "timeout": "timeout_s", "calibration_size": "calibration_size",
-    "calibration_seed": "calibration_seed", "test_limit": "test_limit",
-}
+from harness.recipe import METHODS, SELECTIONS
 
 
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="quantize and benchmark the target's matrix")
+    _matrix_args(p)
+    recipe_flags(p)
+    sw = sub.add_parser("sweep", help="one cell per calibration setting, and a top-1 vs calibration-size plot")
+    _matrix_args(sw)
+    sw.add_argument("--recipe", help="base recipe TOML (default: the target's)")
+    sw.add_argument("--calibration-size", required=True, help="comma list, e.g. 10,100,1000,5000")
+    sw.add_argument("--calibration-method", help=f"comma list of {','.join(METHODS)} (default: the recipe's)")
+    sw.add_argument("--calibration-seed", type=int, help="overrides the recipe's")
+    sw.add_argument("--calibration-selection", choices=SELECTIONS, help="overrides the recipe's")
+
+
+def _matrix_args(p) -> None:
     p.add_argument("--target", default="local", help="targets/<name>.toml or a path (default: local)")
     p.add_argument("--models", help="comma list (default: the target's)")
     p.add_argument("--backends", help="comma list (default: the target's)")
@@ -38,11 +43,17 @@ def _run_parser(sub) -> None:
     p.add_argument("--min-duration", type=float, help="seconds each timing loop runs at least")
     p.add_argument("--min-count", type=int, help="calls each latency loop makes at least")
     p.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 900)")
-    p.add_argument("--calibration-size", type=int)
-    p.add_argument("--calibration-seed", type=int)
-    p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
-                   help="onnxruntime's calibrator (others use their framework default, recorded)")
     p.add_argument("--test-limit", type=int, help="use the first N test images (default: all)")
+    p.add_argument("--repeat", type=int, help="time each cell N times, each in a fresh process; cells then "
+                   "carry a run-to-run 95%% interval (default 1)")
+
+
+def recipe_flags(p) -> None:
+    p.add_argument("--recipe", help="quantization recipe TOML (default: the target's, see targets/recipes/)")
+    p.add_argument("--calibration-size", type=int, help="overrides the recipe's")
+    p.add_argument("--calibration-seed", type=int, help="overrides the recipe's")
+    p.add_argument("--calibration-method", choices=METHODS, help="overrides the recipe's")
+    p.add_argument("--calibration-selection", choices=SELECTIONS, help="overrides the recipe's")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,77 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compare cells whose weights, calibration or test set differ")
     cmp.add_argument("--md", help="also write the Markdown here")
     cmp.add_argument("--json", help="also write the JSON here")
+    rr = sub.add_parser("reproduce", help="re-run a recorded run in its recorded environment and compare")
+    rr.add_argument("run_dir", help="a run folder: results/<target>/<run id>")
+    rr.add_argument("--data-dir", help="CIFAR-10 and weights (default: $PTQ_HARNESS_DATA)")
+    rr.add_argument("--results", default="results", help="where the new run goes (default: results)")
+    rr.add_argument("--threshold", type=float, default=0.10, help="latency change that counts (default 0.10)")
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
     rp.add_argument("--latest", action="store_true", help="when two runs have the same cell, keep the newest")
     return parser
-
-
-def _overrides(args) -> dict:
-    raw = {}
-    for flag, key in SETTING_FLAGS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if flag == "batch_sizes":
-            try:
-                value = [int(v) for v in value.split(",")]
-            except ValueError:
-                raise UserError(f"--batch-sizes {value!r}: expected a comma list of integers") from None
-        raw[key] = value
-    return raw
-
-
-def _out_dir(args, target: str) -> Path:
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:
-        runs = sorted(p.parent for p in (RESULTS / target).glob("*/run.json"))
-        if not runs:
-            raise UserError(f"--resume: no run under {RESULTS / target}/ to resume; pass --out")
-        out = runs[-1]
-    else:
-        out = RESULTS / target / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    if (out / "run.json").exists() and not (args.resume or args.force):
-        raise UserError(f"--out {out}: a run already exists there; pass --resume to finish it, "
-                        "--force to redo its cells, or choose another folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK) or not probe.is_dir():
-        raise UserError(f"--out {out}: {probe} is not a writable directory")
-    return out
-
-
-def cmd_run(args) -> int:
-    from harness.backends import BACKENDS
-    from harness.data.cifar10 import cache_dir, data_root
-    from harness.models import ZOO
-    from harness.prepare import prepare
-    from harness.progress import console, summary
-    from harness.runner import RunConfig, execute
-
-    target = load_target(args.target)
-    settings = parse_settings(_overrides(args), "command line", base=target.run)
-    data_dir, may_download = data_root(args.data_dir)
-    data_dir = data_dir.resolve()
-    if args.data_dir and not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir}: not a directory")
-    cache = Path(args.cache_dir) if args.cache_dir else cache_dir()
-    cfg = RunConfig(target, pick(args.models, target.models, ZOO, "models"),
-                    pick(args.backends, target.backends, BACKENDS, "backends"),
-                    pick(args.precisions, target.precisions, PRECISIONS, "precisions"), settings, data_dir,
-                    may_download, _out_dir(args, target.name), cache, args.resume, args.force)
-    for m in cfg.models:  # verify every weight file before anything is written
-        ZOO[m].weights_path(data_dir, may_download)
-    prep = prepare(data_dir, may_download, cfg.models, settings, args.calibration_method, cache)
-    console.print(f"run {cfg.out_dir}: {len(cfg.models)} models x {len(cfg.backends)} backends x "
-                  f"{len(cfg.precisions)} precisions, {prep.test['size']} test images, "
-                  f"{prep.calibration['size']} calibration images, {settings.resolved_threads()} threads")
-    cells = execute(cfg, prep)
-    console.print(summary(cells, f"{cfg.out_dir}"))
-    return 0
 
 
 def _capabilities(target, name: str) -> dict:
@@ -246,6 +196,23 @@ def cmd_compare(args) -> int:
     return 1 if result["overall"] == "regression" else 0
 
 
+def cmd_reproduce(args) -> int:
+    from harness.compare import compare, write
+    from harness.reproduce import reproduce
+
+    data = args.data_dir or os.environ.get("PTQ_HARNESS_DATA")
+    if not data or not Path(data).is_dir():
+        raise UserError(f"--data-dir {data!r}: expected the data folder (CIFAR-10 and weights)")
+    old = Path(args.run_dir)
+    new = reproduce(old, Path(data).resolve(), Path(args.results))
+    result = compare(old, new, args.threshold)
+    print(write(result, new / "reproduce.md", new / "reproduce.json"), end="")
+    bad = [c["cell"] for c in result["cells"] if c["verdict"] in ("accuracy changed", "status changed", "missing")]
+    print(f"reproduce: {len(result['cells']) - len(bad)}/{len(result['cells'])} cells reproduced their accuracy "
+          f"and status" + (f"; NOT: {', '.join(bad)}" if bad else "") + f" (new run {new})")
+    return 1 if bad else 0
+
+
 def cmd_report(args) -> int:
     from harness.report import render
 
@@ -257,8 +224,11 @@ def cmd_report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report,
-                "container": cmd_container, "compare": cmd_compare}[args.command](args)
+        from harness.runcmd import cmd_run, cmd_sweep
+
+        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "env": cmd_env, "report": cmd_report,
+                "container": cmd_container, "compare": cmd_compare,
+                "reproduce": cmd_reproduce}[args.command](args)
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,15 @@
 """`harness compare RUN_A RUN_B`: per-cell verdicts with the noise measured in both runs.
 
-Latency is compared on the median of the raw batch-1 samples; each median gets a 95% bootstrap interval
-(resampling the samples, fixed seed), and a change counts only when the intervals do not overlap AND the
-ratio passes the threshold. Accuracy must match exactly: every backend here is deterministic on the same
-artifact and inputs, so any change is reported (the artifact, calibration or runtime changed).
+Batch-1 latency is compared with an interval per cell: the run-to-run Student-t interval when the run used
+--repeat N (N fresh processes), else the 95% bootstrap interval of one process's median (loop noise only,
+so it understates run-to-run noise: re-run with --repeat 3 or more for a verdict you can trust). A change
+counts only when the intervals do not overlap AND the ratio passes the threshold.
+
+Accuracy must match exactly: every backend here computes the same artifact from the same inputs
+(calibration is deterministic: fixed images, no random sampling inside the quantizers used) and runs it
+with deterministic CPU kernels, so any change means the artifact, calibration or runtime changed.
+Identity fields (weights, calibration images, test set, every recipe key) must match, or the cell is
+refused naming the field; version changes are listed per cell.
 """
 
 from __future__ import annotations
@@ -11,26 +17,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from harness.errors import UserError
+from harness.measure import latency_interval
+from harness.recipe import differences
 from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
 
 IDENTITY = {  # field shown to the user -> how to read it from a cell
     "model weights sha256": lambda c: (c.get("model_info") or {}).get("weights_sha256"),
     "calibration sha256": lambda c: (c.get("calibration") or {}).get("sha256"),
     "calibration size": lambda c: (c.get("calibration") or {}).get("size"),
-    "calibration method": lambda c: (c.get("calibration") or {}).get("method"),
     "test set sha256": lambda c: (c.get("test") or {}).get("sha256"),
 }
-
-
-def bootstrap_median_ci(samples, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """(median, low, high): 95% percentile-bootstrap interval of the median of the samples."""
-    a = np.asarray(samples, np.float64)
-    rng = np.random.default_rng(seed)
-    meds = np.median(a[rng.integers(0, len(a), size=(n, len(a)))], axis=1)
-    return float(np.median(a)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
 
 
 def _load(run_dir: Path) -> dict:
@@ -40,16 +37,9 @@ def _load(run_dir: Path) -> dict:
     return {(c["model"], c["backend"], c["precision"], c.get("variant", "")): c for c in load_cells(run_dir)}
 
 
-def _latency(c: dict):
-    samples = c.get("latency_samples_ms")
-    if samples:
-        return bootstrap_median_ci(samples)
-    p50 = c["latency_ms"]["p50"]  # no raw samples kept: no interval, only the point
-    return p50, p50, p50
-
-
 def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> dict:
-    differs = [name for name, get in IDENTITY.items() if get(a) != get(b)]
+    differs = [name for name, get in IDENTITY.items() if get(a) != get(b)] + differences(a.get("recipe"),
+                                                                                          b.get("recipe"))
     versions = sorted(k for k in set(a.get("versions", {})) | set(b.get("versions", {}))
                       if a.get("versions", {}).get(k) != b.get("versions", {}).get(k))
     out = {"identity_differs": differs, "versions_differ": [f"{k}: {a.get('versions', {}).get(k)} -> "
@@ -61,7 +51,7 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
         same = a["status"] == b["status"]
         return {**out, "verdict": "same" if same else "status changed", "status": [a["status"], b["status"]]}
     acc_delta = b["accuracy"]["top1"] - a["accuracy"]["top1"]
-    (ma, la, ha), (mb, lb, hb) = _latency(a), _latency(b)
+    (ma, la, ha, kind_a), (mb, lb, hb, kind_b) = latency_interval(a), latency_interval(b)
     ratio = mb / ma
     overlap = not (hb < la or lb > ha)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
@@ -75,7 +65,7 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
         verdict = "same"
     return {**out, "verdict": verdict, "top1": [a["accuracy"]["top1"], b["accuracy"]["top1"]],
             "top1_delta": acc_delta, "latency_p50_ms": [[ma, la, ha], [mb, lb, hb]], "latency_ratio": ratio,
-            "intervals_overlap": overlap, "throughput_ratio": thr_ratio}
+            "intervals_overlap": overlap, "interval_kind": [kind_a, kind_b], "throughput_ratio": thr_ratio}
 
 
 def compare(run_a: Path, run_b: Path, threshold: float = 0.10, allow_identity: bool = False) -> dict:
@@ -91,7 +81,8 @@ def compare(run_a: Path, run_b: Path, threshold: float = 0.10, allow_identity: b
     regressions = [c for c in cells if c["verdict"] in ("slower", "accuracy changed", "status changed")]
     overall = "regression" if regressions else ("same" if all(c["verdict"] == "same" for c in cells) else "changed")
     return {"schema_version": 1, "run_a": str(run_a), "run_b": str(run_b), "threshold": threshold,
-            "interval": "95% percentile bootstrap of the median batch-1 latency (1000 resamples)",
+            "interval": "batch-1 latency: run-to-run Student-t 95% interval with --repeat, else 95% bootstrap "
+                        "of one process's median",
             "overall": overall, "cells": cells}
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.recipe import Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,9 +32,8 @@ class RunSettings:
     min_duration_s: float = 1.0  # latency loop runs until BOTH this and min_count are met
     min_count: int = 50
     timeout_s: float = 900.0
-    calibration_size: int = 1000
-    calibration_seed: int = 0
     test_limit: int = 0  # 0 = the whole test set
+    repeat: int = 1  # timing runs per cell, each in a fresh process (the interval needs >= 2)
 
     def resolved_threads(self) -> int:
         return self.threads or len(os.sched_getaffinity(0))
@@ -41,7 +41,7 @@ class RunSettings:
 
 _SETTING_TYPES = {
     "threads": int, "batch_sizes": list, "warmup": int, "min_duration_s": float, "min_count": int,
-    "timeout_s": float, "calibration_size": int, "calibration_seed": int, "test_limit": int,
+    "timeout_s": float, "test_limit": int, "repeat": int,
 }
 
 
@@ -57,6 +57,7 @@ class Target:
     sha256: str = ""
     environments: tuple = ()  # envs.Environment: backends that run under their own interpreter
     container: dict = field(default_factory=dict)  # [container]: image and run options (empty: no image)
+    recipe: Recipe = Recipe()  # quantization settings; `recipe = "targets/recipes/<name>.toml"` in the target
 
     def environment_of(self, backend: str):
         return next((e for e in self.environments if backend in e.backends), None)
@@ -73,6 +74,9 @@ def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> Ru
     known = {f.name for f in fields(RunSettings)}
     values = {}
     for key, value in raw.items():
+        if key in ("calibration_size", "calibration_seed"):
+            raise UserError(f"{where}: key 'run.{key}' = {value!r}: calibration settings live in a recipe now "
+                            "(recipe = \"targets/recipes/<name>.toml\", or --recipe / --calibration-size)")
         _expect(key in known, where, f"run.{key}", value, f"one of {sorted(known)}")
         kind = _SETTING_TYPES[key]
         if kind is list:
@@ -89,7 +93,7 @@ def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> Ru
                     where, f"run.{key}", value, "a non-negative integer")
         values[key] = value
     settings = replace(base, **values)
-    _expect(settings.calibration_size > 0, where, "run.calibration_size", settings.calibration_size, "> 0")
+    _expect(settings.repeat >= 1, where, "run.repeat", settings.repeat, ">= 1")
     return settings
 
 
@@ -125,7 +129,7 @@ def load_target(name_or_path: str) -> Target:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
     where = str(path)
     allowed = {"schema_version", "name", "device", "backends", "precisions", "models", "run",
-               "container", "environments"}
+               "container", "environments", "recipe"}
     for key in raw:
         _expect(key in allowed, where, key, raw[key], f"one of {sorted(allowed)}")
     _expect(raw.get("schema_version") == TARGET_SCHEMA_VERSION, where, "schema_version",
@@ -142,8 +146,18 @@ def load_target(name_or_path: str) -> Target:
         precisions=_names(raw, "precisions", PRECISIONS, where),
         models=_names(raw, "models", ZOO, where),
         run=parse_settings(run, where), path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-        environments=envs, container=container,
+        environments=envs, container=container, recipe=_recipe(raw.get("recipe"), where),
     )
+
+
+def _recipe(value, where: str) -> Recipe:
+    from harness import recipe
+
+    if value is None:
+        return Recipe()
+    _expect(isinstance(value, str) and (REPO_ROOT / value).is_file(), where, "recipe", value,
+            "a recipe file relative to the repository root (e.g. targets/recipes/default.toml)")
+    return recipe.load(str(REPO_ROOT / value))
 
 
 _CONTAINER_KEYS = {"dockerfile": str, "base_image": str, "lock": str, "extras": str, "gpus": bool, "cpuset": str,

@@ -125,9 +125,11 @@ def require_gpu(target: Target) -> None:
                         "(nvidia-container-toolkit); nothing was run")
 
 
-def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], say=print) -> Path:
-    """Build (or reuse) the image, run `harness run` in it with --network none, copy the run back."""
-    tag = build(target, say)
+def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], say=print,
+        image: str | None = None) -> Path:
+    """Build (or reuse) the image (or use `image` as given), run `harness run` in it with --network none,
+    copy the run back."""
+    tag = image or build(target, say)
     require_gpu(target)
     image_id = docker(target, "image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

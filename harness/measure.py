@@ -50,3 +50,40 @@ def throughput(samples_ms: list[float], batch: int) -> float:
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+# Student t 0.975 quantiles for 1..30 degrees of freedom (beyond 30 the normal 1.96 is within 2%).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def repeat_interval(p50s: list[float]) -> dict:
+    """Run-to-run interval from N processes' median latencies: their mean with a Student-t 95% interval
+    (N-1 degrees of freedom). t, not bootstrap: with N = 3..10 processes a bootstrap cannot see the tails."""
+    a = np.asarray(p50s, np.float64)
+    n = len(a)
+    half = float(T975[min(n - 1, len(T975)) - 1] * a.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    mean = float(a.mean())
+    return {"value_ms": mean, "low_ms": mean - half, "high_ms": mean + half, "half_width_ms": float(half), "n": n,
+            "method": "mean of per-process median latencies, Student-t 95% interval"}
+
+
+def bootstrap_median_ci(samples, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): 95% percentile-bootstrap interval of the median of one process's samples."""
+    a = np.asarray(samples, np.float64)
+    rng = np.random.default_rng(seed)
+    meds = np.median(a[rng.integers(0, len(a), size=(n, len(a)))], axis=1)
+    return float(np.median(a)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def latency_interval(cell: dict) -> tuple[float, float, float, str]:
+    """(value, low, high, kind) of a cell's batch-1 latency: the run-to-run interval when it was measured
+    with --repeat, else the within-process bootstrap interval of the median (narrower: loop noise only)."""
+    iv = cell.get("latency_interval")
+    if iv and iv.get("n", 0) > 1:
+        return iv["value_ms"], iv["low_ms"], iv["high_ms"], "run-to-run"
+    samples = cell.get("latency_samples_ms")
+    if samples:
+        return (*bootstrap_median_ci(samples), "within-process")
+    p50 = cell["latency_ms"]["p50"]
+    return p50, p50, p50, "none"

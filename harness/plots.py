@@ -80,3 +80,20 @@ def throughput_vs_batch(cells: list[dict], title: str, path: Path) -> Path:
     ax.legend(fontsize=6, ncol=2)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def calibration_sweep(cells: list[dict], title: str, path: Path) -> Path:
+    """Top-1 against the number of calibration images, one line per framework / precision / method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines: dict = {}
+    for c in (c for c in cells if c["status"] == "ok"):
+        key = f"{column({**c, 'variant': ''})} {c['precision']} {c['recipe'].get('method') or 'default'}"
+        lines.setdefault(key, []).append((c["calibration"]["size"], top1(c)))
+    for key, pts in sorted(lines.items()):
+        ax.plot(*zip(*sorted(pts), strict=True), marker="o", markersize=3, linewidth=1, label=key)
+    ax.set_xscale("log")
+    ax.set(xlabel="calibration images (log)", ylabel="top-1 (%)", title=f"{title}: calibration sweep")
+    ax.legend(fontsize=6)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)

@@ -13,29 +13,47 @@ from harness.data import calibration_indices, load_split
 from harness.data.prep import array_sha256
 from harness.errors import UserError
 from harness.models import ZOO
+from harness.recipe import Recipe
 
 
 @dataclass(frozen=True)
 class Prepared:
-    calibration: dict  # size, seed, sha256, selection, source, method
+    calibration: dict  # size, seed, sha256, selection, source, method (the recipe's; "backend default")
     test: dict  # size, sha256, source
     tensors: dict  # model -> {"test_x", "test_y", "calib_x", "sha256"}
 
 
-def prepare(data_dir: Path, may_download: bool, models, settings, method: str, cache: Path) -> Prepared:
+def select(recipe: Recipe, pool_labels: np.ndarray) -> np.ndarray:
+    """The recipe's calibration images, as indices into the pool."""
+    n = len(pool_labels)
+    if recipe.calibration_source == "index_file":
+        idx = np.asarray(recipe.calibration_indices, np.int64)
+        if idx.max() >= n:
+            raise UserError(f"{recipe.calibration_index_file}: index {int(idx.max())} is outside the "
+                            f"{n}-image calibration pool (expected 0..{n - 1})")
+        return idx
+    if recipe.calibration_size > n:
+        raise UserError(f"calibration size {recipe.calibration_size}: expected at most {n} "
+                        "(the calibration pool of training images)")
+    if recipe.calibration_selection == "first":
+        return np.arange(recipe.calibration_size)
+    return calibration_indices(pool_labels, recipe.calibration_size, recipe.calibration_seed)
+
+
+def prepare(data_dir: Path, may_download: bool, models, settings, recipe: Recipe, cache: Path) -> Prepared:
     test = load_split(data_dir, "test", may_download)
     pool = load_split(data_dir, "train", may_download)
     limit = settings.test_limit or len(test.labels)
     if limit > len(test.labels):
         raise UserError(f"--test-limit {limit}: the test set has only {len(test.labels)} images")
-    if settings.calibration_size > len(pool.labels):
-        raise UserError(f"--calibration-size {settings.calibration_size}: expected at most "
-                        f"{len(pool.labels)} (the calibration pool of training images)")
-    idx = calibration_indices(pool.labels, settings.calibration_size, settings.calibration_seed)
+    idx = select(recipe, pool.labels)
     calib_images, test_images, test_labels = pool.images[idx], test.images[:limit], test.labels[:limit]
-    calibration = {"size": int(len(idx)), "seed": settings.calibration_seed,
-                   "sha256": array_sha256(calib_images, pool.labels[idx]), "selection": "stratified",
-                   "source": f"{pool.source} (training images, first 500 per class)", "method": method}
+    selection = {"train": recipe.calibration_selection, "index_file": f"index file {recipe.calibration_index_file}"}
+    calibration = {"size": int(len(idx)), "seed": recipe.calibration_seed,
+                   "sha256": array_sha256(calib_images, pool.labels[idx]),
+                   "selection": selection[recipe.calibration_source],
+                   "source": f"{pool.source} (training images, first 500 per class)",
+                   "method": recipe.method or "backend default"}
     test_info = {"size": int(limit), "sha256": array_sha256(test_images, test_labels), "source": test.source}
     tensors = {}
     for name in models:

@@ -52,23 +52,30 @@ def slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
 
 
+def section(target: str, model: str, cells: list[dict], out: Path) -> dict:
+    """One target x model: the matrix tables and plots, plus the calibration sweep when there is one."""
+    here = [c for c in cells if not tables.is_sweep(c)]
+    swept = [c for c in cells if tables.is_sweep(c)]
+    name, stem = f"{model} on {target}", out / "plots" / slug(target, model)
+    figs, tabs = [], []
+    if here:
+        figs = [("Accuracy vs latency", plots.accuracy_vs_latency(here, name, Path(f"{stem}-acc-latency.svg"))),
+                ("Size on disk", plots.size_bars(here, name, Path(f"{stem}-size.svg"))),
+                ("Throughput vs batch size", plots.throughput_vs_batch(here, name, Path(f"{stem}-thr.svg")))]
+        tabs = [tables.matrix(here, m) for m in tables.METRICS] + [tables.comparison(here), tables.per_class(here)]
+    if swept:
+        figs.append(("Top-1 vs calibration size",
+                     plots.calibration_sweep(swept, name, Path(f"{stem}-calibration.svg"))))
+        tabs.append(tables.sweep(swept))
+    return {"target": target, "model": model, "anchor": slug(target, model), "tables": tabs,
+            "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs]}
+
+
 def build(runs: list[dict], cells: list[dict], out: Path) -> dict:
     """The template context: sections per target and model, each with tables and plot files."""
     targets = sorted({c["target"] for c in cells})
-    sections = []
-    for target in targets:
-        for model in sorted({c["model"] for c in cells if c["target"] == target}):
-            here = [c for c in cells if c["target"] == target and c["model"] == model]
-            name, stem = f"{model} on {target}", out / "plots" / slug(target, model)
-            figs = [("Accuracy vs latency", plots.accuracy_vs_latency(here, name, Path(f"{stem}-acc-latency.svg"))),
-                    ("Size on disk", plots.size_bars(here, name, Path(f"{stem}-size.svg"))),
-                    ("Throughput vs batch size", plots.throughput_vs_batch(here, name, Path(f"{stem}-thr.svg")))]
-            sections.append({
-                "target": target, "model": model, "anchor": slug(target, model),
-                "tables": [tables.matrix(here, m) for m in tables.METRICS]
-                + [tables.comparison(here), tables.per_class(here)],
-                "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs],
-            })
+    sections = [section(t, m, [c for c in cells if c["target"] == t and c["model"] == m], out)
+                for t in targets for m in sorted({c["model"] for c in cells if c["target"] == t})]
     return {"sections": sections, "cross_target": tables.cross_target(cells, targets),
             "environments": [tables.environment(r) for r in runs if any(c["_path"].startswith(r["_dir"])
                                                                        for c in cells)],

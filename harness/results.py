@@ -9,14 +9,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.recipe import Recipe
 
-# Cell schema history: 1 = the first slice (no `variant`); 2 = adds `variant` ("" or "published").
-CELL_SCHEMA_VERSION = 2
+# Cell schema history: 1 = the first slice (no `variant`); 2 = adds `variant` ("" or "published");
+# 3 = adds `recipe` (every quantization setting) and `repeats` (per-process timing, see --repeat).
+CELL_SCHEMA_VERSION = 3
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
 JOB_FIELDS = ("target", "run_id", "model", "backend", "precision", "variant", "calibration", "test", "threads",
-              "model_info")
+              "model_info", "recipe")
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,14 @@ class CellResult:
     test: dict
     threads: int
     model_info: dict
+    recipe: dict  # harness.recipe.Recipe.to_dict(): what was asked; `details` says what each backend did
     accuracy: dict | None = None  # top1, top5, per_class, agree_fp32, n
     size_bytes: int | None = None
     latency_ms: dict | None = None  # p50 p90 p99 mean std min n, at batch 1
     latency_samples_ms: list | None = None  # raw samples the statistics derive from
     throughput: list = field(default_factory=list)  # [{batch, images_per_s, samples_ms}]
+    repeats: list = field(default_factory=list)  # one {latency_p50_ms, images_per_s, ...} per timing process
+    latency_interval: dict | None = None  # median of per-process p50s with its 95% interval (see measure)
     peak_rss_bytes: int | None = None
     quantize_s: float | None = None
     versions: dict = field(default_factory=dict)
@@ -92,7 +97,16 @@ def _v1_to_v2(cell: dict) -> dict:
     return {"variant": "", **cell, "schema_version": 2}
 
 
-MIGRATIONS = {1: _v1_to_v2}  # version -> function returning the next version
+def _v2_to_v3(cell: dict) -> dict:
+    """Before recipes, the run's settings were the default recipe's; only onnxruntime honoured a method."""
+    cal = cell.get("calibration") or {}
+    method = cal.get("method") if cell.get("backend") == "onnxruntime" and cal.get("method") != "minmax" else None
+    recipe = {**Recipe().to_dict(), "calibration_size": cal.get("size"), "calibration_seed": cal.get("seed"),
+              "calibration_selection": cal.get("selection", "stratified"), "method": method}
+    return {**cell, "recipe": recipe, "repeats": [], "latency_interval": None, "schema_version": 3}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # version -> function returning the next version
 
 
 def migrate_cell(cell: dict) -> dict:

@@ -17,6 +17,7 @@ from harness.config import RunSettings, Target
 from harness.errors import UserError
 from harness.prepare import Prepared
 from harness.progress import Progress
+from harness.recipe import Recipe
 from harness.results import JOB_FIELDS, RUN_SCHEMA_VERSION, CellResult, cell_stem, read_json, write_json
 
 PKG_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ class RunConfig:
     backends: tuple[str, ...]
     precisions: tuple[str, ...]
     settings: RunSettings
+    recipe: Recipe
     data_dir: Path
     may_download: bool
     out_dir: Path
@@ -37,31 +39,44 @@ class RunConfig:
     force: bool = False
 
 
-def plan(cfg: RunConfig) -> list[tuple[str, str, str, str]]:
+@dataclass(frozen=True)
+class Arm:
+    """One recipe's cells: a plain run has one arm (variant ""); a sweep has one per setting."""
+
+    variant: str
+    recipe: Recipe
+    prep: Prepared
+
+
+def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
     """Every (model, backend, precision, variant); fp32 first so quantized cells can report agreement with
-    it; then the model's published artifacts for that backend (variant "published")."""
+    it; then, in a plain run, the model's published artifacts for that backend (variant "published")."""
     from harness.models import ZOO
 
     precisions = sorted(cfg.precisions, key=lambda p: p != "fp32")
     cells = []
     for m in cfg.models:
         for b in cfg.backends:
-            cells += [(m, b, p, "") for p in precisions]
+            cells += [(m, b, p, variant) for p in precisions]
             cells += [(m, b, a.precision, "published") for a in ZOO[m].published
-                      if a.backend == b and a.precision in precisions]
+                      if a.backend == b and a.precision in precisions and not variant]
     return cells
 
 
-def run_identity(cfg: RunConfig, prep: Prepared) -> dict:
-    """What must match for a resumed run's cells to be comparable."""
-    return {"settings": asdict(cfg.settings), "calibration": prep.calibration, "test": prep.test,
-            "target": cfg.target.name}
+def run_identity(cfg: RunConfig, arms: list[Arm]) -> dict:
+    """What must match for a resumed run's cells to be comparable (and what `reproduce` re-runs)."""
+    identity = {"settings": asdict(cfg.settings), "test": arms[0].prep.test, "target": cfg.target.name}
+    if len(arms) == 1 and not arms[0].variant:
+        return {**identity, "recipe": arms[0].recipe.to_dict(), "calibration": arms[0].prep.calibration}
+    return {**identity, "sweep": [{"variant": a.variant, "recipe": a.recipe.to_dict(),
+                                   "calibration": a.prep.calibration} for a in arms]}
 
 
-def open_run(cfg: RunConfig, prep: Prepared) -> dict:
+def open_run(cfg: RunConfig, arms: list[Arm]) -> dict:
     """Write run.json first (or check it matches when resuming)."""
     manifest_path = cfg.out_dir / "run.json"
-    identity = run_identity(cfg, prep)
+    prep = arms[0].prep
+    identity = run_identity(cfg, arms)
     if manifest_path.exists():
         old = read_json(manifest_path, "run", RUN_SCHEMA_VERSION)
         for key, value in identity.items():
@@ -83,9 +98,10 @@ def open_run(cfg: RunConfig, prep: Prepared) -> dict:
     return manifest
 
 
-def make_job(cfg: RunConfig, prep: Prepared, model: str, backend: str, precision: str, variant: str) -> dict:
+def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str, variant: str) -> dict:
     from harness.models import ZOO
 
+    prep = arm.prep
     cells = cfg.out_dir / "cells"
     t = prep.tensors[model]
     stem = cell_stem(model, backend, precision, variant)
@@ -93,12 +109,13 @@ def make_job(cfg: RunConfig, prep: Prepared, model: str, backend: str, precision
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
         "precision": precision, "variant": variant, "calibration": prep.calibration, "test": prep.test,
         "threads": cfg.settings.resolved_threads(), "model_info": ZOO[model].describe(),
-        "settings": asdict(cfg.settings), "data_dir": str(cfg.data_dir), "may_download": cfg.may_download,
+        "settings": asdict(cfg.settings), "recipe": arm.recipe.to_dict(), "data_dir": str(cfg.data_dir),
+        "may_download": cfg.may_download,
         "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"],
                   "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
                   "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
-                  "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32')}.pred.npz")},
+                  "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', arm.variant)}.pred.npz")},
     }
 
 
@@ -165,22 +182,22 @@ def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
             record(job, "unsupported", reason, impl.versions())
             return
     log = cfg.out_dir / "logs" / f"{Path(job['paths']['cell']).stem}.log"
-    status, why = spawn(job, log, cfg.settings.timeout_s, python)
+    status, why = spawn(job, log, cfg.settings.timeout_s * cfg.settings.repeat, python)
     if why:
         record(job, status, why, {} if python else impl.versions())
 
 
-def execute(cfg: RunConfig, prep: Prepared) -> list[dict]:
+def execute(cfg: RunConfig, arms: list[Arm]) -> list[dict]:
     """Run every planned cell not already finished; returns all cell dicts of the run."""
-    open_run(cfg, prep)
+    open_run(cfg, arms)
     for sub in ("logs", "cells"):
         (cfg.out_dir / sub).mkdir(parents=True, exist_ok=True)
-    cells = plan(cfg)
+    cells = [(arm, cell) for arm in arms for cell in plan(cfg, arm.variant)]
     backends = {b: get_backend(b) for b in cfg.backends}
     pythons: dict[str, Path | str] = {}  # environment name -> interpreter, or why it could not be made
     with Progress(len(cells)) as progress:
-        for model, backend, precision, variant in cells:
-            job = make_job(cfg, prep, model, backend, precision, variant)
+        for arm, (model, backend, precision, variant) in cells:
+            job = make_job(cfg, arm, model, backend, precision, variant)
             cell_path = Path(job["paths"]["cell"])
             label = f"{model} / {backend} / {precision}" + (f" ({variant})" if variant else "")
             if cell_path.exists() and not cfg.force:
@@ -190,4 +207,4 @@ def execute(cfg: RunConfig, prep: Prepared) -> list[dict]:
             t0 = time.perf_counter()
             run_cell(cfg, job, backends[backend], pythons, progress)
             progress.done(label, json.loads(cell_path.read_text()), seconds=time.perf_counter() - t0)
-    return [json.loads((cfg.out_dir / "cells" / f"{cell_stem(*c)}.json").read_text()) for c in cells]
+    return [json.loads((cfg.out_dir / "cells" / f"{cell_stem(*c)}.json").read_text()) for _, c in cells]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness.data.cifar10 import CLASSES
+from harness.measure import latency_interval
 
 PRECISION_LABELS = {"fp32": "Float32", "fp16": "Float16", "bf16": "BFloat16", "int8": "Int8 (static)",
                     "uint8": "UInt8", "dynamic": "Dynamic range"}
@@ -46,6 +47,9 @@ def _text(cell: dict, metric: str) -> str:
     _, value, fmt, _ = METRICS[metric]
     text = fmt.format(value(cell))
     if metric == "latency":
+        iv = cell.get("latency_interval") or {}
+        if iv.get("n", 0) > 1:  # --repeat: mean of per-process medians ± the t half-width
+            text = f"{iv['value_ms']:.2f} ±{iv['half_width_ms']:.2f}"
         text += f" ({cell['latency_ms']['p90']:.2f})"
     if metric == "throughput":
         text += f" @{max(t['batch'] for t in cell['throughput'])}"
@@ -96,6 +100,13 @@ def _plain(*texts) -> list[dict]:
     return [{"text": t, "bold": False} for t in texts]
 
 
+def significant(a: dict, b: dict) -> bool:
+    """Latency intervals of two cells do not overlap (see measure.latency_interval for which interval)."""
+    _, lo_a, hi_a, _ = latency_interval(a)
+    _, lo_b, hi_b, _ = latency_interval(b)
+    return hi_a < lo_b or hi_b < lo_a
+
+
 def comparison(cells: list[dict]) -> dict:
     rows = []
     for c in sorted((c for c in cells if c["status"] == "ok"), key=lambda c: (-top1(c), column(c))):
@@ -105,13 +116,43 @@ def comparison(cells: list[dict]) -> dict:
         else:
             delta = f"{top1(c) - top1(ref):+.2f}"
             reduction = f"{(1 - c['size_bytes'] / ref['size_bytes']) * 100:.1f}"
-            lat = f"{p50(ref) / p50(c):.2f}x"
+            lat = f"{p50(ref) / p50(c):.2f}x" + ("" if c is ref or significant(c, ref) else " (n.s.)")
             thr = f"{best_throughput(c) / best_throughput(ref):.2f}x"
         rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], f"{top1(c):.2f}", delta,
                            f"{size_mb(c):.3f}", reduction, lat, thr))
     header = ["Framework", "Precision", "Top-1 %", "Δ vs fp32", "Size MB", "Size reduction %",
               "Speedup (latency)", "Speedup (throughput)"]
-    return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": []}
+    kinds = sorted({latency_interval(c)[3] for c in cells if c["status"] == "ok"} - {"none"})
+    note = [f"n.s.: the two latency intervals overlap, so the speedup is not significant (intervals: "
+            f"{', '.join(kinds)}; run-to-run needs --repeat 2 or more, within-process understates the noise)"]
+    note = note if kinds else []
+    return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": note}
+
+
+def is_sweep(cell: dict) -> bool:
+    return cell.get("variant", "").startswith("cal")
+
+
+def sweep(cells: list[dict]) -> dict | None:
+    """Top-1 per calibration size (columns) for each framework, precision and method (rows)."""
+    cells = [c for c in cells if is_sweep(c)]
+    if not cells:
+        return None
+    sizes = sorted({c["calibration"]["size"] for c in cells})
+    keyed: dict = {}
+    for c in cells:
+        key = (FRAMEWORKS.get(c["backend"], c["backend"]), PRECISION_LABELS[c["precision"]],
+               c["recipe"].get("method") or "default")
+        keyed.setdefault(key, {})[c["calibration"]["size"]] = c
+    rows = []
+    for key, per in sorted(keyed.items()):
+        row = _plain(*key)
+        for n in sizes:
+            c = per.get(n)
+            row += _plain("" if c is None else f"{top1(c):.2f}" if c["status"] == "ok" else STATUS_TEXT[c["status"]])
+        rows.append(row)
+    return {"title": "Calibration sweep: top-1 (%) by number of calibration images", "rows": rows,
+            "header": ["Framework", "Precision", "Method", *map(str, sizes)], "footnotes": []}
 
 
 def per_class(cells: list[dict]) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -23,6 +24,7 @@ from harness import measure
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
 from harness.models import ZOO
+from harness.recipe import from_dict as recipe_from_dict
 from harness.results import JOB_FIELDS, CellResult, write_json
 
 
@@ -36,10 +38,11 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def measure_cell(job: dict, backend) -> dict:
+def build_artifact(job: dict, backend):
+    """Convert/quantize into a fresh workdir (timed); returns (artifact, seconds)."""
     spec = ZOO[job["model"]]
     src = Source(spec, spec.weights_path(Path(job["data_dir"]), job["may_download"]),
-                 np.load(job["paths"]["calib_x"]), job["calibration"]["method"])
+                 np.load(job["paths"]["calib_x"]), recipe_from_dict(job["recipe"]))
     workdir = Path(job["paths"]["workdir"])
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -51,24 +54,70 @@ def measure_cell(job: dict, backend) -> dict:
         artifact.details["url"] = entry.url
     else:
         artifact = backend.build(src, job["precision"], workdir)
-    quantize_s = time.perf_counter() - t0
-    predict = backend.load(artifact, job["threads"])
-    s = job["settings"]
-    x, y = np.load(job["paths"]["test_x"], mmap_mode="r"), np.load(job["paths"]["test_y"])
-    accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]))
-    accuracy["agree_fp32"] = agreement(pred, Path(job["paths"]["fp32_pred"]), job["precision"])
-    lat = measure.timed_loop(predict, np.ascontiguousarray(x[:1]), s["warmup"], s["min_duration_s"],
-                             s["min_count"])
+    return artifact, time.perf_counter() - t0
+
+
+def timings(predict, x: np.ndarray, s: dict) -> tuple[list[float], list[dict]]:
+    """Batch-1 latency samples, then throughput at each batch size (raw samples kept)."""
+    lat = measure.timed_loop(predict, np.ascontiguousarray(x[:1]), s["warmup"], s["min_duration_s"], s["min_count"])
     thr = []
     for b in s["batch_sizes"]:
         batch = np.ascontiguousarray(np.resize(x[:b], (b, *x.shape[1:])))
         samples = measure.timed_loop(predict, batch, max(2, s["warmup"] // 5), s["min_duration_s"],
                                      max(5, s["min_count"] // 10))
         thr.append({"batch": b, "images_per_s": measure.throughput(samples, b), "samples_ms": samples})
+    return lat, thr
+
+
+def measure_cell(job: dict, backend) -> dict:
+    artifact, quantize_s = build_artifact(job, backend)
+    predict = backend.load(artifact, job["threads"])
+    s = job["settings"]
+    x, y = np.load(job["paths"]["test_x"], mmap_mode="r"), np.load(job["paths"]["test_y"])
+    accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]))
+    accuracy["agree_fp32"] = agreement(pred, Path(job["paths"]["fp32_pred"]), job["precision"])
+    lat, thr = timings(predict, x, s)
     save_predictions(Path(job["paths"]["pred"]), pred)
-    return {"accuracy": accuracy, "size_bytes": artifact.size_bytes(), "latency_ms": measure.summarize(lat),
-            "latency_samples_ms": lat, "throughput": thr, "quantize_s": quantize_s,
-            "details": {**artifact.details, "artifact": str(artifact.path)}}
+    fields = {"accuracy": accuracy, "size_bytes": artifact.size_bytes(), "latency_ms": measure.summarize(lat),
+              "latency_samples_ms": lat, "throughput": thr, "quantize_s": quantize_s,
+              "details": {**artifact.details, "artifact": str(artifact.path)}}
+    if s.get("repeat", 1) > 1:
+        del predict, artifact  # free this process's model before the next ones start
+        fields["repeats"] = [repeat_summary(lat, thr, fields["size_bytes"])] + repeat_timings(job)
+        fields["latency_interval"] = measure.repeat_interval([r["latency_p50_ms"] for r in fields["repeats"]])
+    return fields
+
+
+def repeat_summary(lat: list[float], thr: list[dict], size: int) -> dict:
+    return {"latency_p50_ms": float(np.median(lat)), "latency_samples_ms": lat, "size_bytes": size,
+            "throughput": [{"batch": t["batch"], "images_per_s": t["images_per_s"]} for t in thr]}
+
+
+def repeat_timings(job: dict) -> list[dict]:
+    """--repeat N: N-1 more timing runs, each in a fresh process (rebuilding the same artifact), so the
+    interval covers process-to-process noise (allocation, thread placement), not only loop noise."""
+    out = []
+    for k in range(1, job["settings"]["repeat"]):
+        proc = subprocess.run([sys.executable, "-m", "harness.worker", "--timing", job["_job_path"]],
+                              capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"timing repeat {k + 1} exited with code {proc.returncode}: {tail}")
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def timing_only(job: dict) -> dict:
+    """`python -m harness.worker --timing JOB.json`: rebuild, load, time; one JSON line on stdout."""
+    backend = get_backend(job["backend"])
+    job = {**job, "paths": {**job["paths"], "workdir": job["paths"]["workdir"] + f".repeat{os.getpid()}"}}
+    artifact, _ = build_artifact(job, backend)
+    predict = backend.load(artifact, job["threads"])
+    lat, thr = timings(predict, np.load(job["paths"]["test_x"], mmap_mode="r"), job["settings"])
+    summary = repeat_summary(lat, thr, artifact.size_bytes())
+    shutil.rmtree(job["paths"]["workdir"], ignore_errors=True)
+    return summary
 
 
 def save_predictions(path: Path, pred: np.ndarray) -> None:
@@ -123,7 +172,12 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--probe"]:
         print(json.dumps(probe_report(argv[1], argv[2])))
         return 0
-    job = json.loads(Path(argv[0]).read_text())
+    if argv[:1] == ["--timing"]:
+        job = json.loads(Path(argv[1]).read_text())
+        die_with_parent(os.getppid())
+        print(json.dumps(timing_only(job)), flush=True)
+        return 0
+    job = {**json.loads(Path(argv[0]).read_text()), "_job_path": argv[0]}
     die_with_parent(job["parent_pid"])
     cell = run(job)
     write_json(Path(job["paths"]["cell"]), cell.to_dict(), overwrite=job["overwrite"])

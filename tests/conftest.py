@@ -77,6 +77,7 @@ import numpy as np
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
 from harness.models import ZOO
+from harness.recipe import from_dict
 a = json.loads(sys.argv[1])
 spec = ZOO[a["model"]]
 backend = get_backend(a["backend"])
@@ -84,7 +85,8 @@ try:
     reason = backend.why_not(a["precision"], "cpu")
     if reason:
         raise Unsupported(reason)
-    art = backend.build(Source(spec, Path(a["weights"]), np.load(a["calib"])), a["precision"], Path(a["workdir"]))
+    src = Source(spec, Path(a["weights"]), np.load(a["calib"]), from_dict(a["recipe"]))
+    art = backend.build(src, a["precision"], Path(a["workdir"]))
     predict = backend.load(art, 2)
 except Unsupported as exc:
     print(json.dumps({"unsupported": str(exc)}))
@@ -127,7 +129,7 @@ def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
     np.save(tmp / "calib.npy", src.calib)
     args = {"model": src.spec.name, "backend": backend, "precision": precision, "weights": str(src.weights),
             "calib": str(tmp / "calib.npy"), "x": str(tmp / "x.npy"), "out": str(tmp / "scores.npy"),
-            "workdir": str(tmp)}
+            "workdir": str(tmp), "recipe": src.recipe.to_dict()}
     proc = subprocess.run([str(python), "-c", ENV_SCRIPT, json.dumps(args)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": envs.pythonpath(python)},
                           timeout=1200)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.compare import bootstrap_median_ci, compare
+from harness.compare import compare
 from harness.errors import UserError
+from harness.measure import bootstrap_median_ci
 from tests.conftest import run_cli
 
 FIX = Path(__file__).parent / "fixtures"

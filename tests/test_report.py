@@ -76,7 +76,8 @@ def test_failed_and_unsupported_cells_show_with_reasons(tmp_path):
 
 def test_old_schema_is_migrated():
     runs = load_runs([FIXTURES / "old_schema"])
-    assert all(c["schema_version"] == 2 and c["variant"] == "" for c in runs[0]["cells"])
+    assert all(c["schema_version"] == 3 and c["variant"] == "" and c["recipe"]["name"] == "default"
+               for c in runs[0]["cells"])
 
 
 def test_unknown_schema_is_refused_with_exit_2(tmp_path):

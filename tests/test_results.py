@@ -33,9 +33,10 @@ def test_unknown_schema_versions_are_refused(tmp_path, version):
 def test_cell_carries_the_fixed_fields():
     cell = CellResult(target="local", run_id="r", model="resnet20", backend="torch", precision="int8", variant="",
                       status="unsupported", reason="why", calibration={}, test={}, threads=2,
-                      model_info={}).to_dict()
+                      model_info={}, recipe={}).to_dict()
     for key in ("schema_version", "target", "model", "backend", "precision", "status", "reason", "accuracy",
-                "size_bytes", "latency_ms", "throughput", "peak_rss_bytes", "quantize_s", "calibration"):
+                "size_bytes", "latency_ms", "throughput", "peak_rss_bytes", "quantize_s", "calibration", "recipe",
+                "repeats", "latency_interval"):
         assert key in cell
     assert next(iter(cell)) == "schema_version"
 

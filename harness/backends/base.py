@@ -23,6 +23,15 @@ class Unsupported(Exception):
     """Raised when a cell turns out not to be possible here; the message is the cell's reason."""
 
 
+def refuse(recipe, rules: dict[str, tuple[tuple, str]]) -> None:
+    """Unsupported when the recipe sets a field to a value this backend cannot honour (never ignored silently).
+    rules: recipe field -> (values it cannot do, why)."""
+    for key, (values, why) in rules.items():
+        value = getattr(recipe, key)
+        if value in values:
+            raise Unsupported(f"recipe {recipe.name!r} sets {key} = {value!r}: {why}")
+
+
 @dataclass(frozen=True)
 class Probe:
     installed: bool
@@ -49,6 +58,7 @@ class Backend:
     PACKAGES: tuple[str, ...] = ()  # distributions whose versions are recorded
     EXTRA = ""  # pip extra that installs it
     UNSUPPORTED: dict[str, str] = {}  # precision -> reason, known without trying
+    OPTIONS: dict[str, tuple[type, str]] = {}  # recipe [backends.<NAME>] options: name -> (type, what it does)
 
     def probe(self) -> Probe:
         if importlib.util.find_spec(self.MODULE) is None:

@@ -62,14 +62,19 @@ class IpexBackend(Backend):
             return convert(prepared), {
                 "api": "intel_extension_for_pytorch.quantization prepare/convert (default_dynamic_qconfig_mapping)",
                 "note": "dynamic quantization covers Linear layers only; convolutions stay fp32"}
-        prepared = prepare(model, ipex.quantization.default_static_qconfig_mapping, example_inputs=example)
+        from harness.backends.torch_qconfig import qconfig_mapping
+
+        # IPEX's default static qconfig: HistogramObserver without reduce_range, per-channel symmetric weights
+        mapping, recipe_details = qconfig_mapping(ipex.quantization.default_static_qconfig_mapping, src.recipe,
+                                                  None, False, "ipex")
+        prepared = prepare(model, mapping, example_inputs=example)
         with torch.no_grad():
             for batch in src.calib_batches(CALIB_BATCH):
                 prepared(torch.from_numpy(batch))
         return convert(prepared), {
             "api": "intel_extension_for_pytorch.quantization prepare/convert (default_static_qconfig_mapping)",
             "activations": "uint8 per-tensor affine (HistogramObserver)", "weights": "int8 per-channel symmetric",
-            "calibration_method": "histogram (IPEX default static qconfig)"}
+            "calibration_method": "histogram (IPEX default static qconfig)", **recipe_details}
 
     def load(self, artifact: Artifact, threads: int) -> Predict:
         import torch

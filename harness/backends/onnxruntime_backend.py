@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict
+from harness.backends.base import Artifact, Backend, Predict, refuse
 
 CALIB_BATCH = 100
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {None: "MinMax", "minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -19,6 +19,8 @@ class OnnxRuntimeBackend(Backend):
     UNSUPPORTED = {
         "bf16": "onnxruntime's CPU execution provider has no bfloat16 Conv/Gemm kernels",
     }
+    OPTIONS = {"extra_options": (dict, "passed to quantize_static's extra_options as given, e.g. "
+                                       "{CalibMovingAverage = true}")}
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         fp32 = src.onnx_path()
@@ -61,17 +63,24 @@ class OnnxRuntimeBackend(Backend):
                 batch = next(self.it, None)
                 return None if batch is None else {"x": batch}
 
+        r = src.recipe
+        refuse(r, {"method": (("histogram",), "onnxruntime's quantize_static calibrates with MinMax, Entropy, "
+                                             "Percentile or Distribution, not a torch-style histogram")})
         pre = workdir / "preprocessed.onnx"
         quant_pre_process(str(fp32), str(pre))
         act = QuantType.QInt8 if precision == "int8" else QuantType.QUInt8
-        method = METHODS[src.calibration_method]
+        per_channel = r.weight_granularity != "per_tensor"
+        extra = {"ActivationSymmetric": bool(r.activation_symmetric),
+                 "WeightSymmetric": r.weight_symmetric is not False, **r.options(self.NAME).get("extra_options", {})}
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=act,
-                        weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=getattr(CalibrationMethod, method))
+                        weight_type=QuantType.QInt8, per_channel=per_channel,
+                        calibrate_method=getattr(CalibrationMethod, METHODS[r.method]), extra_options=extra)
         pre.unlink()
+        sym = {True: "symmetric", False: "asymmetric"}
         return {"api": "onnxruntime.quantization.quantize_static (QDQ)",
-                "activations": f"{'int8' if precision == 'int8' else 'uint8'} per-tensor",
-                "weights": "int8 per-channel", "calibration_method": method,
+                "activations": f"{precision} per-tensor {sym[extra['ActivationSymmetric']]}",
+                "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'} {sym[extra['WeightSymmetric']]}",
+                "calibration_method": METHODS[r.method], "extra_options": extra,
                 "scheme": "S8S8" if precision == "int8" else "U8S8"}
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, Unsupported
+from harness.backends.base import Artifact, Backend, Predict, Unsupported, refuse
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 COMPUTE_OPS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
@@ -21,6 +21,9 @@ class OpenVinoBackend(Backend):
         "dynamic": "OpenVINO's CPU dynamic quantization applies to compressed-weight MatMuls (LLMs), "
                    "not to convolutions; there is no dynamic-range mode for a CNN",
     }
+    OPTIONS = {"fast_bias_correction": (bool, "nncf.quantize's fast bias correction (default true; false is the "
+                                              "slower, more exact BiasCorrection)"),
+               "preset": (str, "nncf.QuantizationPreset: 'performance' or 'mixed'")}
 
     def supports(self, precision: str, device: str) -> str | None:
         reason = super().supports(precision, device)
@@ -45,21 +48,44 @@ class OpenVinoBackend(Backend):
         if precision == "int8":
             import onnx
 
-            onnx.save(self._quantize(onnx.load(str(src.onnx_path())), src), str(out))
-            details.update({"api": "nncf.quantize on the ONNX model (preset PERFORMANCE, fast bias correction)",
-                            "calibration_method": "MinMax", "activations": "int8/uint8 per-tensor (NNCF "
-                            "chooses per layer)", "weights": "int8 per-channel symmetric"})
+            model, more = self._quantize(onnx.load(str(src.onnx_path())), src)
+            onnx.save(model, str(out))
+            details.update({"api": "nncf.quantize on the ONNX model", "activations": "int8/uint8 per-tensor "
+                            "(NNCF chooses per layer)", "weights": "int8 per-channel symmetric", **more})
         else:
             shutil.copyfile(src.onnx_path(), out)
         details["ir_size_bytes"] = save_ir(out, workdir / "ir" / "model.xml", precision == "fp16")
         return Artifact(out, (out,), details)
 
-    @staticmethod
-    def _quantize(model, src):
+    def _quantize(self, model, src):
         import nncf
+        from nncf.common.quantization.structs import QuantizationScheme
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+        r, opts = src.recipe, src.recipe.options(self.NAME)
+        refuse(r, {"method": (("entropy",), "NNCF has no entropy (KL) range estimator")})
+        estimator = {"minmax": "MINMAX", "histogram": "HISTOGRAM", "percentile": "MEAN_QUANTILE"}.get(r.method)
+        preset = opts.get("preset") or {True: "performance", False: "mixed"}.get(r.activation_symmetric)
+        if preset not in (None, "performance", "mixed"):
+            raise Unsupported(f"recipe {r.name!r}: backends.openvino.preset = {preset!r}: expected performance/mixed")
+        weights = QuantizationParameters(
+            per_channel=None if r.weight_granularity is None else r.weight_granularity == "per_channel",
+            mode=None if r.weight_symmetric is None else QuantizationScheme(
+                "symmetric" if r.weight_symmetric else "asymmetric"))
+        advanced = AdvancedQuantizationParameters(weights_quantization_params=weights)
+        if estimator:
+            advanced.activations_range_estimator_params = getattr(RangeEstimatorParametersSet, estimator)
+        fast = opts.get("fast_bias_correction", True)
         items = [{"x": src.calib[i:i + 1]} for i in range(len(src.calib))]
-        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+        model = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), fast_bias_correction=fast,
+                              preset=nncf.QuantizationPreset(preset) if preset else None,
+                              advanced_parameters=advanced)
+        return model, {"preset": preset or "NNCF default (performance: symmetric activations)",
+                       "fast_bias_correction": fast,
+                       "calibration_method": f"activations {estimator or 'NNCF default (MinMax)'}",
+                       "weights": f"int8 {r.weight_granularity or 'per_channel'} "
+                                  f"{'asymmetric' if r.weight_symmetric is False else 'symmetric'}"}
 
     def load(self, artifact: Artifact, threads: int) -> Predict:
         import openvino as ov

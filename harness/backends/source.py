@@ -11,6 +11,7 @@ import numpy as np
 
 from harness.data.cifar10 import cache_dir
 from harness.models import ModelSpec, build_torch
+from harness.recipe import Recipe
 
 ONNX_OPSET = 17
 
@@ -20,7 +21,7 @@ class Source:
     spec: ModelSpec
     weights: Path
     calib: np.ndarray  # preprocessed calibration images, in the model's input layout
-    calibration_method: str = "minmax"  # honoured where the framework offers a choice (onnxruntime)
+    recipe: Recipe = field(default_factory=Recipe)  # how to quantize; backends honour it or say they cannot
     _model: object = field(default=None, repr=False)
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.base import Artifact, Backend, Predict
+from harness.backends.base import Artifact, Backend, Predict, refuse
 
 NHWC = (0, 2, 3, 1)
 
@@ -28,6 +28,7 @@ class TfliteBackend(Backend):
         "uint8": "full-integer TFLite quantization uses int8 activations (the uint8 scheme is legacy TF1 "
                  "quantization-aware training only)",
     }
+    OPTIONS = {"strip_strings": (bool, "drop tensor names from the flatbuffer as deployments do (default true)")}
 
     def probe(self):
         probe = super().probe()
@@ -54,6 +55,7 @@ class TfliteBackend(Backend):
         if precision == "fp16":
             converter.target_spec.supported_types = [tf.float16]
         elif precision == "int8":
+            self._apply_recipe(converter, src.recipe, details)
             calib = src.calib.transpose(NHWC) if nchw else src.calib
 
             def representative():
@@ -65,8 +67,8 @@ class TfliteBackend(Backend):
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
             details.update({"api": "TFLiteConverter full-integer (representative_dataset)",
-                            "activations": "int8 per-tensor asymmetric", "weights": "int8 per-channel symmetric",
-                            "io": "int8 (quantized/dequantized at the edge)", "calibration_method": "MinMax"})
+                            "activations": "int8 per-tensor asymmetric", "io": "int8 (quantized/dequantized at "
+                            "the edge)", "calibration_method": "MinMax"})
         elif precision == "dynamic":
             details.update({"api": "TFLiteConverter Optimize.DEFAULT (dynamic range)",
                             "weights": "int8", "activations": "float, quantized on the fly per op"})
@@ -75,10 +77,25 @@ class TfliteBackend(Backend):
             blob = converter.convert()
         path = workdir / f"model-{precision}.tflite"
         details["unstripped_size_bytes"] = len(blob)
-        path.write_bytes(strip_strings(blob))
-        details["strings"] = "stripped (flatbuffer_utils.strip_strings), as a deployed model ships"
+        if src.recipe.options(self.NAME).get("strip_strings", True):
+            blob = strip_strings(blob)
+            details["strings"] = "stripped (flatbuffer_utils.strip_strings), as a deployed model ships"
+        path.write_bytes(blob)
         details["nchw_input"] = nchw
         return Artifact(path, (path,), details)
+
+    @staticmethod
+    def _apply_recipe(converter, recipe, details: dict) -> None:
+        """The TFLite int8 spec fixes symmetric weights and asymmetric activations; min/max is its only
+        calibrator. Per-tensor weights exist behind the converter's experimental switch."""
+        refuse(recipe, {"method": (("entropy", "percentile", "histogram"), "the TFLite converter calibrates "
+                                                                          "with min/max only"),
+                        "weight_symmetric": ((False,), "TFLite's int8 spec requires symmetric weights"),
+                        "activation_symmetric": ((True,), "TFLite's int8 spec uses asymmetric activations")})
+        per_tensor = recipe.weight_granularity == "per_tensor"
+        if per_tensor:
+            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
+        details["weights"] = f"int8 {'per-tensor' if per_tensor else 'per-channel'} symmetric"
 
     def published(self, path: Path, spec, workdir: Path) -> Artifact:
         import shutil

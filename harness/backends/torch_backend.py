@@ -19,6 +19,8 @@ class TorchBackend(Backend):
         "uint8": "torch.ao's x86 static quantization already runs uint8 activations with int8 weights "
                  "(U8S8, see the int8 cell); its x86 kernels have no signed-activation variant to compare",
     }
+    OPTIONS = {"reduce_range": (bool, "7-bit activation range, torch's x86 default (true) avoids VPMADDUBSW "
+                                      "saturation on CPUs without VNNI")}
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         import torch
@@ -50,17 +52,20 @@ class TorchBackend(Backend):
         except (RuntimeError, NotImplementedError) as exc:
             raise Unsupported(f"torch {dtype} CPU kernel missing: {str(exc).splitlines()[0]}") from None
 
-    @staticmethod
-    def _static_int8(model, src):
+    def _static_int8(self, model, src):
         import torch
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+        from harness.backends.torch_qconfig import qconfig_mapping
+
         torch.backends.quantized.engine = "x86"
         example = (torch.from_numpy(src.calib[:1]),)
+        mapping, recipe_details = qconfig_mapping(get_default_qconfig_mapping("x86"), src.recipe,
+                                                  src.recipe.options(self.NAME).get("reduce_range"), True, "torch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization warns it is deprecated in favour of torchao
-            prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example)
+            prepared = prepare_fx(model, mapping, example)
             with torch.inference_mode():
                 for batch in src.calib_batches(CALIB_BATCH):
                     prepared(torch.from_numpy(batch))
@@ -70,6 +75,7 @@ class TorchBackend(Backend):
             "activations": "uint8 per-tensor affine (HistogramObserver, reduce_range)",
             "weights": "int8 per-channel symmetric (PerChannelMinMaxObserver)",
             "calibration_method": "histogram (torch x86 default qconfig)",
+            **recipe_details,
         }
 
     @staticmethod

@@ -1,0 +1,104 @@
+"""--repeat, `harness reproduce`, `harness sweep` end to end on real data (small subsets), and the report's
+intervals and sweep plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.reproduce import run_args
+from tests.conftest import REPO, run_cli
+
+FAST = ["--test-limit", "300", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
+        "--warmup", "2"]
+MINMAX = str(REPO / "targets" / "recipes" / "minmax-per-tensor-1000.toml")
+
+
+@pytest.fixture(scope="module")
+def repeated(data_dir, shared_cache, tmp_path_factory):
+    results = tmp_path_factory.mktemp("repro") / "results"
+    out = results / "local" / "20260101T000000Z"
+    proc = run_cli("run", "--models", "resnet8", "--backends", "onnxruntime,torch", "--precisions", "fp32,int8",
+                   "--recipe", MINMAX, "--repeat", "2", "--data-dir", str(data_dir), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, out
+
+
+def test_repeat_gives_each_cell_a_run_to_run_interval(repeated):
+    _, out = repeated
+    for path in (out / "cells").glob("*.json"):
+        cell = json.loads(path.read_text())
+        assert cell["status"] == "ok", cell["reason"]
+        assert len(cell["repeats"]) == 2 and cell["latency_interval"]["n"] == 2
+        iv = cell["latency_interval"]
+        assert iv["low_ms"] <= iv["value_ms"] <= iv["high_ms"] and "Student-t" in iv["method"]
+        assert {r["size_bytes"] for r in cell["repeats"]} == {cell["size_bytes"]}  # rebuilt identically
+        assert cell["recipe"]["name"] == "minmax-per-tensor-1000" and cell["recipe"]["calibration_size"] == 100
+
+
+def test_reproduce_reruns_the_recorded_cells_and_compares(repeated, data_dir):
+    results, out = repeated
+    proc = run_cli("reproduce", str(out), "--data-dir", str(data_dir), "--results", str(results))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "4/4 cells reproduced their accuracy and status" in proc.stdout
+    new = [p for p in (results / "local").iterdir() if p != out]
+    assert len(new) == 1 and (new[0] / "reproduce.json").is_file()
+    report = json.loads((new[0] / "reproduce.json").read_text())
+    assert all(c["top1_delta"] == 0 for c in report["cells"])
+    run_new = json.loads((new[0] / "run.json").read_text())
+    run_old = json.loads((out / "run.json").read_text())
+    assert run_new["identity"]["recipe"] == run_old["identity"]["recipe"]
+    assert run_new["identity"]["settings"] == run_old["identity"]["settings"]
+
+
+def test_run_args_for_a_run_recorded_before_recipes():
+    run = json.loads((REPO / "tests" / "fixtures" / "normal" / "local" / "run-a" / "run.json").read_text())
+    args = run_args({**run, "_dir": "x"})
+    assert "--recipe" not in args and args[args.index("--calibration-size") + 1] == "100"
+    assert "--repeat" not in args
+
+
+def test_compare_names_a_recipe_change(repeated, tmp_path):
+    import shutil
+
+    _, out = repeated
+    other = tmp_path / "run"
+    shutil.copytree(out, other)
+    path = next((other / "cells").glob("*onnxruntime__int8.json"))
+    cell = json.loads(path.read_text())
+    cell["recipe"]["weight_granularity"] = "per_channel"
+    path.write_text(json.dumps(cell))
+    proc = run_cli("compare", str(out), str(other))
+    assert proc.returncode == 2
+    assert "recipe.weight_granularity: 'per_tensor' -> 'per_channel' differs" in proc.stderr
+
+
+def test_report_shows_intervals_and_significance(repeated, tmp_path):
+    _, out = repeated
+    proc = run_cli("report", str(out), "-o", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "rep" / "README.md").read_text()
+    latency_rows = md.split("**Latency at batch 1")[1].split("**Throughput")[0]
+    assert "±" in latency_rows
+    assert "n.s.: the two latency intervals overlap" in md and "run-to-run" in md
+
+
+def test_sweep_makes_one_cell_per_setting_and_a_plot(data_dir, shared_cache, tmp_path):
+    out = tmp_path / "results" / "local" / "sweep"
+    fast = [a for a in FAST if a not in ("--calibration-size", "100")]
+    proc = run_cli("sweep", "--models", "resnet20", "--backends", "onnxruntime", "--precisions", "uint8",
+                   "--calibration-size", "10,100", "--calibration-method", "minmax,percentile",
+                   "--data-dir", str(data_dir), "--out", str(out), *fast)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert sorted(c["variant"] for c in cells) == ["cal10-minmax", "cal10-percentile", "cal100-minmax",
+                                                    "cal100-percentile"]
+    assert len({c["calibration"]["sha256"] for c in cells}) == 2
+    assert {c["details"]["calibration_method"] for c in cells} == {"MinMax", "Percentile"}
+    proc = run_cli("report", str(out.parent), "-o", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "rep" / "README.md").read_text()
+    assert "Calibration sweep: top-1" in md and "plots/local-resnet20-calibration.svg" in md
+    assert (tmp_path / "rep" / "plots" / "local-resnet20-calibration.svg").stat().st_size > 5000
+    assert run_cli("sweep", "--calibration-size", "10,x").returncode == 2
