@@ -4,10 +4,9 @@
 # Built by `harness container build --target x86-cpu` (or `nox -s images`), which passes these args.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
-ARG BASE_IMAGE BASE_DIGEST=unknown LOCK TARGET EXTRAS=cpu GIT_COMMIT=unknown LOCK_SHA256=unknown
-LABEL org.ptq-harness.target="${TARGET}" org.ptq-harness.git-commit="${GIT_COMMIT}" \
-      org.ptq-harness.base-image="${BASE_IMAGE}" org.ptq-harness.base-digest="${BASE_DIGEST}" \
-      org.ptq-harness.lock-sha256="${LOCK_SHA256}"
+# Only the args the install steps use are declared up here: an ARG changes the cache key of every RUN
+# after it, so the per-commit ones (GIT_COMMIT, digests) come last and a new commit re-uses the installed layers.
+ARG BASE_IMAGE LOCK TARGET EXTRAS=cpu
 RUN (command -v useradd >/dev/null && useradd -m -u 1000 harness) || adduser --disabled-password --uid 1000 harness
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
@@ -25,6 +24,10 @@ COPY templates /src/templates
 RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert \
     pip install --quiet --no-deps --no-build-isolation -e /src && \
     sh /src/images/with-pip-settings.sh harness container prepare-envs --target "${TARGET}"
+ARG BASE_DIGEST=unknown GIT_COMMIT=unknown LOCK_SHA256=unknown
+LABEL org.ptq-harness.target="${TARGET}" org.ptq-harness.git-commit="${GIT_COMMIT}" \
+      org.ptq-harness.base-image="${BASE_IMAGE}" org.ptq-harness.base-digest="${BASE_DIGEST}" \
+      org.ptq-harness.lock-sha256="${LOCK_SHA256}"
 ENV PTQ_HARNESS_GIT_COMMIT=${GIT_COMMIT} PTQ_HARNESS_BASE_IMAGE=${BASE_IMAGE} \
     PTQ_HARNESS_BASE_DIGEST=${BASE_DIGEST} PTQ_HARNESS_LOCK_SHA256=${LOCK_SHA256} \
     PTQ_HARNESS_CACHE=/home/harness/.cache/ptq-harness
