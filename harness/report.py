@@ -33,9 +33,10 @@ def merge(runs: list[dict], latest: bool) -> list[dict]:
     chosen: dict = {}
     for run in sorted(runs, key=lambda r: r.get("created", "")):
         for cell in run["cells"]:
-            key = (cell["target"], cell["model"], cell["backend"], cell["precision"], cell.get("variant", ""))
+            key = (cell["target"], cell["model"], cell["backend"], cell["precision"], cell.get("variant", ""),
+                   recipe_group(cell))
             if key in chosen and not latest:
-                raise UserError(f"two results for {'/'.join(k for k in key if k)}: {chosen[key]['_path']} and "
+                raise UserError(f"two results for {'/'.join(k for k in key if k and k != 'default')}: {chosen[key]['_path']} and "
                                 f"{cell['_path']}; pass --latest to keep the newest run's")
             chosen[key] = cell
     return list(chosen.values())
@@ -52,11 +53,17 @@ def slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
 
 
-def section(target: str, model: str, cells: list[dict], out: Path) -> dict:
+def recipe_group(cell: dict) -> str:
+    """Cells made with different recipes never share a table: a sweep belongs with its base recipe."""
+    return (cell.get("recipe") or {}).get("name", "default").removesuffix(" / sweep")
+
+
+def section(target: str, model: str, cells: list[dict], out: Path, group: str = "default") -> dict:
     """One target x model: the matrix tables and plots, plus the calibration sweep when there is one."""
     here = [c for c in cells if not tables.is_sweep(c)]
     swept = [c for c in cells if tables.is_sweep(c)]
-    name, stem = f"{model} on {target}", out / "plots" / slug(target, model)
+    suffix = () if group == "default" else (group,)
+    name, stem = f"{model} on {target}", out / "plots" / slug(target, model, *suffix)
     figs, tabs = [], []
     if here:
         figs = [("Accuracy vs latency", plots.accuracy_vs_latency(here, name, Path(f"{stem}-acc-latency.svg"))),
@@ -67,16 +74,20 @@ def section(target: str, model: str, cells: list[dict], out: Path) -> dict:
         figs.append(("Top-1 vs calibration size",
                      plots.calibration_sweep(swept, name, Path(f"{stem}-calibration.svg"))))
         tabs.append(tables.sweep(swept))
-    return {"target": target, "model": model, "anchor": slug(target, model), "tables": tabs,
+    return {"target": target, "model": model, "recipe": "" if group == "default" else group,
+            "anchor": slug(target, model, *suffix), "tables": tabs,
             "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs]}
 
 
 def build(runs: list[dict], cells: list[dict], out: Path) -> dict:
     """The template context: sections per target and model, each with tables and plot files."""
     targets = sorted({c["target"] for c in cells})
-    sections = [section(t, m, [c for c in cells if c["target"] == t and c["model"] == m], out)
-                for t in targets for m in sorted({c["model"] for c in cells if c["target"] == t})]
-    return {"sections": sections, "cross_target": tables.cross_target(cells, targets),
+    keys = sorted({(c["target"], c["model"], recipe_group(c)) for c in cells},
+                  key=lambda k: (k[0], k[1], k[2] != "default", k[2]))  # the default recipe first
+    sections = [section(t, m, [c for c in cells if (c["target"], c["model"], recipe_group(c)) == (t, m, g)], out, g)
+                for t, m, g in keys]
+    plain = [c for c in cells if recipe_group(c) == "default" and not tables.is_sweep(c)]
+    return {"sections": sections, "cross_target": tables.cross_target(plain, targets),
             "environments": [tables.environment(r) for r in runs if any(c["_path"].startswith(r["_dir"])
                                                                        for c in cells)],
             "targets": targets, "n_cells": len(cells)}

@@ -38,7 +38,8 @@ def best_throughput(c):
 METRICS = {  # key: (title, value, format, higher is better)
     "top1": ("Top-1 accuracy (%)", top1, "{:.2f}", True),
     "size": ("Size on disk (MB)", size_mb, "{:.3f}", False),
-    "latency": ("Latency at batch 1: p50 ms (p90)", p50, "{:.2f}", False),
+    "latency": ("Latency at batch 1: p50 ms (p90); with --repeat: mean of per-process p50s ± 95% t half-width", p50,
+                "{:.2f}", False),
     "throughput": ("Throughput (images/s at the largest batch)", best_throughput, "{:.0f}", True),
 }
 
@@ -49,7 +50,7 @@ def _text(cell: dict, metric: str) -> str:
     if metric == "latency":
         iv = cell.get("latency_interval") or {}
         if iv.get("n", 0) > 1:  # --repeat: mean of per-process medians ± the t half-width
-            text = f"{iv['value_ms']:.2f} ±{iv['half_width_ms']:.2f}"
+            text = f"{iv['value_ms']:.3f} ±{iv['half_width_ms']:.3f}"
         text += f" ({cell['latency_ms']['p90']:.2f})"
     if metric == "throughput":
         text += f" @{max(t['batch'] for t in cell['throughput'])}"
@@ -146,6 +147,8 @@ def sweep(cells: list[dict]) -> dict | None:
         keyed.setdefault(key, {})[c["calibration"]["size"]] = c
     rows = []
     for key, per in sorted(keyed.items()):
+        if not any(c["status"] == "ok" for c in per.values()):
+            continue  # e.g. a precision this backend never runs: said in the main tables
         row = _plain(*key)
         for n in sizes:
             c = per.get(n)

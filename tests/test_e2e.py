@@ -14,6 +14,7 @@ import pytest
 
 from harness.backends import BACKENDS
 from harness.results import cell_stem
+from harness.tables import METRICS
 from tests.conftest import REPO, run_cli
 
 FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
@@ -139,7 +140,7 @@ def test_report_of_a_real_run_equals_its_json(run1, tmp_path):
     assert shown("Top-1 accuracy (%)", "Float32", "PyTorch") == f"{torch_fp32['accuracy']['top1']:.2f}"
     assert shown("Size on disk (MB)", "UInt8", "ONNX Runtime") == f"{ort_uint8['size_bytes'] / 1e6:.3f}"
     lat = ov_int8["latency_ms"]
-    assert shown("Latency at batch 1: p50 ms (p90)", "Int8 (static)", "OpenVINO") == \
+    assert shown(METRICS["latency"][0], "Int8 (static)", "OpenVINO") == \
         f"{lat['p50']:.2f} ({lat['p90']:.2f})"
     thr = ort_uint8["throughput"][0]["images_per_s"]
     assert shown("Throughput (images/s at the largest batch)", "UInt8", "ONNX Runtime") == f"{thr:.0f} @64"
