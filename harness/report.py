@@ -36,7 +36,8 @@ def merge(runs: list[dict], latest: bool) -> list[dict]:
             key = (cell["target"], cell["model"], cell["backend"], cell["precision"], cell.get("variant", ""),
                    recipe_group(cell))
             if key in chosen and not latest:
-                raise UserError(f"two results for {'/'.join(k for k in key if k and k != 'default')}: {chosen[key]['_path']} and "
+                shown = "/".join(k for k in key if k and k != "default")
+                raise UserError(f"two results for {shown}: {chosen[key]['_path']} and "
                                 f"{cell['_path']}; pass --latest to keep the newest run's")
             chosen[key] = cell
     return list(chosen.values())

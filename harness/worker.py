@@ -83,7 +83,9 @@ def measure_cell(job: dict, backend) -> dict:
               "details": {**artifact.details, "artifact": str(artifact.path)}}
     if s.get("repeat", 1) > 1:
         del predict, artifact  # free this process's model before the next ones start
-        fields["repeats"] = [repeat_summary(lat, thr, fields["size_bytes"])] + repeat_timings(job)
+        first = repeat_summary(lat, thr, fields["size_bytes"])
+        del first["latency_samples_ms"]  # the first process's samples are the cell's own latency_samples_ms
+        fields["repeats"] = [first] + repeat_timings(job)
         fields["latency_interval"] = measure.repeat_interval([r["latency_p50_ms"] for r in fields["repeats"]])
     return fields
 
