@@ -58,17 +58,24 @@ def prepare(data_dir: Path, may_download: bool, models, settings, recipe: Recipe
     tensors = {}
     for name in models:
         pre = ZOO[name].preprocess
-        key = hashlib.sha256(json.dumps([pre.describe(), calibration["sha256"], test_info["sha256"]])
-                             .encode()).hexdigest()[:16]
-        folder = cache / "prep" / f"{name}-{key}"
-        paths = {"test_x": folder / "test_x.npy", "test_y": folder / "test_y.npy",
-                 "calib_x": folder / "calib_x.npy"}
         test_x = pre.apply(test_images)
-        if not all(p.is_file() for p in paths.values()):
-            folder.mkdir(parents=True, exist_ok=True)
-            for p, arr in ((paths["test_x"], test_x), (paths["test_y"], test_labels),
-                           (paths["calib_x"], pre.apply(calib_images))):
-                np.save(p.with_suffix(".tmp.npy"), arr)
-                p.with_suffix(".tmp.npy").replace(p)
-        tensors[name] = {**{k: str(v) for k, v in paths.items()}, "sha256": array_sha256(test_x)}
+        # test and calibration tensors are cached apart: every arm of a sweep shares one copy of the test set
+        test_paths = _cached(cache, name, "test", [pre.describe(), test_info["sha256"]],
+                             {"test_x": test_x, "test_y": test_labels})
+        calib_paths = _cached(cache, name, "calib", [pre.describe(), calibration["sha256"]],
+                              {"calib_x": pre.apply(calib_images)})
+        tensors[name] = {**test_paths, **calib_paths, "sha256": array_sha256(test_x)}
     return Prepared(calibration, test_info, tensors)
+
+
+def _cached(cache: Path, model: str, kind: str, key_parts: list, arrays: dict) -> dict:
+    """Save arrays as .npy under a content key unless already there; returns name -> path."""
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
+    folder = cache / "prep" / f"{model}-{kind}-{key}"
+    paths = {name: folder / f"{name}.npy" for name in arrays}
+    for name, path in paths.items():
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(path.with_suffix(".tmp.npy"), arrays[name])
+            path.with_suffix(".tmp.npy").replace(path)
+    return {name: str(path) for name, path in paths.items()}
