@@ -18,13 +18,13 @@ def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="quantize and benchmark the target's matrix")
     _matrix_args(p)
     recipe_flags(p)
+    p.add_argument("--calibration-size", type=int, help="overrides the recipe's")
+    p.add_argument("--calibration-method", choices=METHODS, help="overrides the recipe's")
     sw = sub.add_parser("sweep", help="one cell per calibration setting, and a top-1 vs calibration-size plot")
     _matrix_args(sw)
-    sw.add_argument("--recipe", help="base recipe TOML (default: the target's)")
+    recipe_flags(sw)
     sw.add_argument("--calibration-size", required=True, help="comma list, e.g. 10,100,1000,5000")
     sw.add_argument("--calibration-method", help=f"comma list of {','.join(METHODS)} (default: the recipe's)")
-    sw.add_argument("--calibration-seed", type=int, help="overrides the recipe's")
-    sw.add_argument("--calibration-selection", choices=SELECTIONS, help="overrides the recipe's")
 
 
 def _matrix_args(p) -> None:
@@ -49,10 +49,9 @@ def _matrix_args(p) -> None:
 
 
 def recipe_flags(p) -> None:
+    """The recipe and the overrides run and sweep share (size and method differ: a sweep takes lists)."""
     p.add_argument("--recipe", help="quantization recipe TOML (default: the target's, see targets/recipes/)")
-    p.add_argument("--calibration-size", type=int, help="overrides the recipe's")
     p.add_argument("--calibration-seed", type=int, help="overrides the recipe's")
-    p.add_argument("--calibration-method", choices=METHODS, help="overrides the recipe's")
     p.add_argument("--calibration-selection", choices=SELECTIONS, help="overrides the recipe's")
 
 
@@ -165,6 +164,14 @@ def _split_data_dir(args: list[str]) -> tuple[str | None, list[str]]:
     return data, rest
 
 
+def _host_data(value: str | None, expected: str) -> Path:
+    """--data-dir, else $PTQ_HARNESS_DATA: an existing folder (these commands never download)."""
+    data = value or os.environ.get("PTQ_HARNESS_DATA")
+    if not data or not Path(data).is_dir():
+        raise UserError(f"--data-dir {data!r}: expected {expected}")
+    return Path(data).resolve()
+
+
 def cmd_container(args) -> int:
     from harness import container, envs
     from harness.data.cifar10 import cache_dir
@@ -179,12 +186,10 @@ def cmd_container(args) -> int:
             envs.ensure(env, cache_dir())
         return 0
     data, rest = _split_data_dir(args.args)
-    data = data or os.environ.get("PTQ_HARNESS_DATA")
-    if not data or not Path(data).is_dir():
-        raise UserError(f"--data-dir {data!r}: expected the host's data folder (containers run without network)")
+    data = _host_data(data, "the host's data folder (containers run without network)")
     if not target.container:
         raise UserError(f"target {target.name} ({target.path}): no [container] table, so it has no image")
-    container.run(target, Path(data).resolve(), Path(args.results), rest)
+    container.run(target, data, Path(args.results), rest)
     return 0
 
 
@@ -200,11 +205,9 @@ def cmd_reproduce(args) -> int:
     from harness.compare import compare, write
     from harness.reproduce import reproduce
 
-    data = args.data_dir or os.environ.get("PTQ_HARNESS_DATA")
-    if not data or not Path(data).is_dir():
-        raise UserError(f"--data-dir {data!r}: expected the data folder (CIFAR-10 and weights)")
+    data = _host_data(args.data_dir, "the data folder (CIFAR-10 and weights)")
     old = Path(args.run_dir)
-    new = reproduce(old, Path(data).resolve(), Path(args.results))
+    new = reproduce(old, data, Path(args.results))
     result = compare(old, new, args.threshold)
     print(write(result, new / "reproduce.md", new / "reproduce.json"), end="")
     bad = [c["cell"] for c in result["cells"] if c["verdict"] in ("accuracy changed", "status changed", "missing")]

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.measure import latency_interval
+from harness.measure import disjoint, latency_interval
 from harness.recipe import differences
 from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
 
@@ -51,9 +51,10 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
         same = a["status"] == b["status"]
         return {**out, "verdict": "same" if same else "status changed", "status": [a["status"], b["status"]]}
     acc_delta = b["accuracy"]["top1"] - a["accuracy"]["top1"]
-    (ma, la, ha, kind_a), (mb, lb, hb, kind_b) = latency_interval(a), latency_interval(b)
+    iv_a, iv_b = latency_interval(a), latency_interval(b)
+    (ma, la, ha, kind_a), (mb, lb, hb, kind_b) = iv_a, iv_b
     ratio = mb / ma
-    overlap = not (hb < la or lb > ha)
+    overlap = not disjoint(iv_a, iv_b)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
     if acc_delta != 0:
         verdict = "accuracy changed"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.errors import expect as _expect
 from harness.recipe import Recipe
 
 if sys.version_info >= (3, 11):
@@ -61,11 +62,6 @@ class Target:
 
     def environment_of(self, backend: str):
         return next((e for e in self.environments if backend in e.backends), None)
-
-
-def _expect(cond: bool, where: str, key: str, value, expected: str) -> None:
-    if not cond:
-        raise UserError(f"{where}: key '{key}' = {value!r}: expected {expected}")
 
 
 def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> RunSettings:

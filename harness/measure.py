@@ -87,3 +87,8 @@ def latency_interval(cell: dict) -> tuple[float, float, float, str]:
         return (*bootstrap_median_ci(samples), "within-process")
     p50 = cell["latency_ms"]["p50"]
     return p50, p50, p50, "none"
+
+
+def disjoint(a: tuple, b: tuple) -> bool:
+    """Two (value, low, high, ...) intervals do not overlap: the difference is outside the noise."""
+    return a[2] < b[1] or b[2] < a[1]

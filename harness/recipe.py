@@ -7,13 +7,13 @@ its quantized cells `unsupported` with the reason; it is never silently ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.errors import expect as _expect
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,9 +48,6 @@ class Recipe:
         d["calibration_indices"] = list(self.calibration_indices)
         return d
 
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
-
     def options(self, backend: str) -> dict:
         return dict(self.backend_options.get(backend, {}))
 
@@ -61,11 +58,6 @@ def from_dict(d: dict) -> Recipe:
     values = {k: v for k, v in d.items() if k in known}
     values["calibration_indices"] = tuple(values.get("calibration_indices") or ())
     return Recipe(**values)
-
-
-def _expect(cond: bool, where: str, key: str, value, expected: str) -> None:
-    if not cond:
-        raise UserError(f"{where}: key '{key}' = {value!r}: expected {expected}")
 
 
 def _is_int(v) -> bool:
@@ -130,8 +122,12 @@ def _backend_options(raw, where: str, backends) -> dict:
             _expect(key in allowed, where, f"backends.{name}.{key}", value,
                     f"one of {', '.join(allowed) or '(no options)'}")
             kind, help_text = allowed[key]
-            _expect(isinstance(value, kind) and not (kind is int and isinstance(value, bool)), where,
-                    f"backends.{name}.{key}", value, f"a {kind.__name__} ({help_text})")
+            if isinstance(kind, tuple):  # a fixed set of values
+                ok, expected = value in kind, f"one of {', '.join(kind)} ({help_text})"
+            else:
+                ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+                expected = f"a {kind.__name__} ({help_text})"
+            _expect(ok, where, f"backends.{name}.{key}", value, expected)
         out[name] = dict(opts)
     return out
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.config import REPO_ROOT, RunSettings, load_target
+from harness.config import REPO_ROOT, load_target
 from harness.errors import UserError
 from harness.results import RUN_SCHEMA_VERSION, read_json
 
@@ -32,11 +31,10 @@ def run_args(run: dict) -> list[str]:
     args = ["--models", ",".join(sel["models"]), "--backends", ",".join(sel["backends"]),
             "--precisions", ",".join(sel["precisions"])]
     settings = ident["settings"]
-    known = {f.name for f in fields(RunSettings)}
-    for key, value in settings.items():
+    for key, value in settings.items():  # keys of older harness versions (calibration_size) have no flag here
         if key == "batch_sizes":
             args += ["--batch-sizes", ",".join(map(str, value))]
-        elif key in FLAGS and key in known and not (key == "repeat" and value == 1):
+        elif key in FLAGS and not (key == "repeat" and value == 1):
             args += [FLAGS[key], str(value)]
     if "recipe" in ident:
         args += ["--recipe", json.dumps(ident["recipe"], separators=(",", ":"))]

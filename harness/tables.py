@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.data.cifar10 import CLASSES
-from harness.measure import latency_interval
+from harness.measure import disjoint, latency_interval
 
 PRECISION_LABELS = {"fp32": "Float32", "fp16": "Float16", "bf16": "BFloat16", "int8": "Int8 (static)",
                     "uint8": "UInt8", "dynamic": "Dynamic range"}
@@ -103,9 +103,7 @@ def _plain(*texts) -> list[dict]:
 
 def significant(a: dict, b: dict) -> bool:
     """Latency intervals of two cells do not overlap (see measure.latency_interval for which interval)."""
-    _, lo_a, hi_a, _ = latency_interval(a)
-    _, lo_b, hi_b, _ = latency_interval(b)
-    return hi_a < lo_b or hi_b < lo_a
+    return disjoint(latency_interval(a), latency_interval(b))
 
 
 def comparison(cells: list[dict]) -> dict:

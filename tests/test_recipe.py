@@ -35,6 +35,7 @@ RECIPES = REPO / "targets" / "recipes"
     ("[backends.nosuch]\nx = 1\n", ["'backends.nosuch'", "a backend"]),
     ("[backends.torch]\nreduce_range = 1\n", ["'backends.torch.reduce_range' = 1", "a bool"]),
     ("[backends.openvino]\nfast = true\n", ["'backends.openvino.fast' = True", "fast_bias_correction"]),
+    ('[backends.openvino]\npreset = "fast"\n', ["'backends.openvino.preset' = 'fast'", "performance, mixed"]),
 ])
 def test_bad_recipe_is_one_line_exit_2_naming_it(body, fragments, tmp_path, data_dir):
     path = tmp_path / "bad.toml"

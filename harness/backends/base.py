@@ -58,7 +58,8 @@ class Backend:
     PACKAGES: tuple[str, ...] = ()  # distributions whose versions are recorded
     EXTRA = ""  # pip extra that installs it
     UNSUPPORTED: dict[str, str] = {}  # precision -> reason, known without trying
-    OPTIONS: dict[str, tuple[type, str]] = {}  # recipe [backends.<NAME>] options: name -> (type, what it does)
+    # recipe [backends.<NAME>] options: name -> (type or tuple of allowed values, what it does); checked on load
+    OPTIONS: dict[str, tuple[type | tuple, str]] = {}
 
     def probe(self) -> Probe:
         if importlib.util.find_spec(self.MODULE) is None:

@@ -23,7 +23,7 @@ class OpenVinoBackend(Backend):
     }
     OPTIONS = {"fast_bias_correction": (bool, "nncf.quantize's fast bias correction (default true; false is the "
                                               "slower, more exact BiasCorrection)"),
-               "preset": (str, "nncf.QuantizationPreset: 'performance' or 'mixed'")}
+               "preset": (("performance", "mixed"), "nncf.QuantizationPreset")}
 
     def supports(self, precision: str, device: str) -> str | None:
         reason = super().supports(precision, device)
@@ -67,8 +67,6 @@ class OpenVinoBackend(Backend):
         refuse(r, {"method": (("entropy",), "NNCF has no entropy (KL) range estimator")})
         estimator = {"minmax": "MINMAX", "histogram": "HISTOGRAM", "percentile": "MEAN_QUANTILE"}.get(r.method)
         preset = opts.get("preset") or {True: "performance", False: "mixed"}.get(r.activation_symmetric)
-        if preset not in (None, "performance", "mixed"):
-            raise Unsupported(f"recipe {r.name!r}: backends.openvino.preset = {preset!r}: expected performance/mixed")
         weights = QuantizationParameters(
             per_channel=None if r.weight_granularity is None else r.weight_granularity == "per_channel",
             mode=None if r.weight_symmetric is None else QuantizationScheme(
