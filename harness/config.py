@@ -183,12 +183,15 @@ def _environments(raw: dict, where: str, backends) -> tuple:
     out = []
     for name, table in raw.items():
         key = f"environments.{name}"
-        _expect(isinstance(table, dict) and set(table) <= {"backends", "requirements"}, where, key,
-                table, "a table with 'backends' and 'requirements'")
+        _expect(isinstance(table, dict) and set(table) <= {"backends", "requirements", "disk_gb"}, where, key,
+                table, "a table with 'backends', 'requirements' and optionally 'disk_gb'")
+        disk = table.get("disk_gb", 0)
+        _expect(isinstance(disk, (int, float)) and not isinstance(disk, bool) and disk >= 0, where,
+                f"{key}.disk_gb", disk, "a number of GB >= 0")
         reqs = table.get("requirements")
         _expect(isinstance(reqs, list) and reqs and all(isinstance(r, str) for r in reqs), where,
                 f"{key}.requirements", reqs, "a non-empty list of pip requirement strings")
-        out.append(Environment(name, _names(table, "backends", backends, f"{where} [{key}]"), tuple(reqs)))
+        out.append(Environment(name, _names(table, "backends", backends, f"{where} [{key}]"), tuple(reqs), float(disk)))
     return tuple(out)
 
 

@@ -29,6 +29,7 @@ class Environment:
     name: str
     backends: tuple[str, ...]
     requirements: tuple[str, ...]
+    disk_gb: float = 0.0  # free space the install needs; checked first, so a full disk is named, not hit
 
     def key(self) -> str:
         blob = json.dumps([self.requirements, HARNESS_DEPS, sys.version_info[:2]]).encode()
@@ -69,12 +70,26 @@ def _create(env: Environment, folder: Path, say) -> None:
         say(f"creating environment '{env.name}' in {folder} (first use; pip install {' '.join(env.requirements)})")
         # ready.json is written last: a half-built env (interrupted install) is wiped and rebuilt next time.
         shutil.rmtree(folder, ignore_errors=True)
+        _check_disk(env, folder.parent)
         py = folder / "bin" / "python"
-        _run([sys.executable, "-m", "venv", str(folder)], env.name)
-        _run([str(py), "-m", "pip", "install", "--quiet", *env.requirements, *HARNESS_DEPS], env.name)
+        try:
+            _run([sys.executable, "-m", "venv", str(folder)], env.name)
+            # --no-cache-dir: the env is the cache; pip's own copy of the wheels would double its size
+            _run([str(py), "-m", "pip", "install", "--quiet", "--no-cache-dir", *env.requirements,
+                  *HARNESS_DEPS], env.name)
+        except EnvError:
+            shutil.rmtree(folder, ignore_errors=True)  # a half-built env only holds disk space
+            raise
         freeze = _run([str(py), "-m", "pip", "freeze"], env.name).splitlines()
         (folder / "ready.json").write_text(json.dumps({"requirements": env.requirements, "freeze": freeze},
                                                       indent=1))
+
+
+def _check_disk(env: Environment, where: Path) -> None:
+    free = shutil.disk_usage(where).free / 1e9
+    if free < env.disk_gb:
+        raise EnvError(f"environment '{env.name}': needs about {env.disk_gb:g} GB free under {where} "
+                       f"(disk_gb in the target), {free:.1f} GB free")
 
 
 def _run(cmd: list[str], name: str) -> str:

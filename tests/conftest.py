@@ -37,6 +37,22 @@ def shared_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def env_unavailable(shared_cache) -> dict:
+    """backend -> why its own environment cannot be installed here (a small disk, no network), else absent.
+    Its cells then fail with that reason; tests check that and skip the backend, naming the reason."""
+    from harness import envs
+    from harness.config import load_target
+
+    out = {}
+    for env in load_target("local").environments:
+        try:
+            envs.ensure(env, shared_cache, say=lambda *_: None)
+        except envs.EnvError as exc:
+            out.update({b: str(exc) for b in env.backends})
+    return out
+
+
+@pytest.fixture(scope="session")
 def test_split(data_dir):
     from harness.data import load_split
 

@@ -99,3 +99,19 @@ def test_list_and_env_work(data_dir):
     assert proc.returncode == 0 and "onnxruntime" in proc.stdout and "unsupported:" in proc.stdout
     proc = run_cli("env")
     assert proc.returncode == 0 and '"avx2"' in proc.stdout and '"git"' in proc.stdout
+
+
+def test_an_environment_too_big_for_the_disk_is_refused_before_installing(tmp_path):
+    from harness import envs
+
+    bad = tmp_path / "t.toml"
+    bad.write_text('schema_version = 1\nname = "t"\ndevice = "cpu"\nbackends = ["ipex"]\nprecisions = ["fp32"]\n'
+                   'models = ["resnet20"]\n[environments.big]\nbackends = ["ipex"]\nrequirements = ["x==1"]\n'
+                   'disk_gb = -1\n')
+    with pytest.raises(UserError, match=r"environments.big.disk_gb' = -1: expected a number of GB >= 0"):
+        load_target(str(bad))
+    bad.write_text(bad.read_text().replace("disk_gb = -1", "disk_gb = 1e9"))
+    env = load_target(str(bad)).environments[0]
+    with pytest.raises(envs.EnvError, match=r"environment 'big': needs about 1e\+09 GB free under .*GB free"):
+        envs.ensure(env, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "envs" / env.key()).exists()
