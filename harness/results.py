@@ -18,7 +18,7 @@ RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
 JOB_FIELDS = ("target", "run_id", "model", "backend", "precision", "variant", "calibration", "test", "threads",
-              "model_info", "recipe")
+              "model_info", "recipe", "device")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class CellResult:
     threads: int
     model_info: dict
     recipe: dict  # harness.recipe.Recipe.to_dict(): what was asked; `details` says what each backend did
+    device: str = "cpu"  # the target's device: "cpu" or "cuda"
     accuracy: dict | None = None  # top1, top5, per_class, agree_fp32, n
     size_bytes: int | None = None
     latency_ms: dict | None = None  # p50 p90 p99 mean std min n, at batch 1
@@ -45,6 +46,7 @@ class CellResult:
     throughput: list = field(default_factory=list)  # [{batch, images_per_s, samples_ms}]
     repeats: list = field(default_factory=list)  # one {latency_p50_ms, images_per_s, ...} per timing process
     latency_interval: dict | None = None  # median of per-process p50s with its 95% interval (see measure)
+    device_latency_ms: dict | None = None  # GPU only: {h2d, compute, d2h} batch-1 summaries (see worker)
     peak_rss_bytes: int | None = None
     quantize_s: float | None = None
     versions: dict = field(default_factory=dict)

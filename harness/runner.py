@@ -50,7 +50,9 @@ class Arm:
 
 def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
     """Every (model, backend, precision, variant); fp32 first so quantized cells can report agreement with
-    it; then, in a plain run, the model's published artifacts for that backend (variant "published")."""
+    it; then, in a plain run, the backend's other runtimes on this device (e.g. onnxruntime's TensorRT
+    execution provider, variant "trt-ep") and the model's published artifacts (variant "published")."""
+    from harness.backends import BACKENDS
     from harness.models import ZOO
 
     precisions = sorted(cfg.precisions, key=lambda p: p != "fp32")
@@ -58,6 +60,8 @@ def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
     for m in cfg.models:
         for b in cfg.backends:
             cells += [(m, b, p, variant) for p in precisions]
+            extra = () if variant else BACKENDS[b].VARIANTS.get(cfg.target.device, {})
+            cells += [(m, b, p, v) for v in extra for p in precisions]
             cells += [(m, b, a.precision, "published") for a in ZOO[m].published
                       if a.backend == b and a.precision in precisions and not variant]
     return cells
@@ -105,6 +109,7 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
     cells = cfg.out_dir / "cells"
     t = prep.tensors[model]
     stem = cell_stem(model, backend, precision, variant)
+    ref = arm.variant if variant == "published" else variant  # whose fp32 predictions agreement is against
     return {
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
         "precision": precision, "variant": variant, "calibration": prep.calibration, "test": prep.test,
@@ -115,7 +120,7 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"],
                   "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
                   "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
-                  "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', arm.variant)}.pred.npz")},
+                  "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', ref)}.pred.npz")},
     }
 
 
@@ -193,7 +198,7 @@ def execute(cfg: RunConfig, arms: list[Arm]) -> list[dict]:
     for sub in ("logs", "cells"):
         (cfg.out_dir / sub).mkdir(parents=True, exist_ok=True)
     cells = [(arm, cell) for arm in arms for cell in plan(cfg, arm.variant)]
-    backends = {b: get_backend(b) for b in cfg.backends}
+    backends = {b: get_backend(b, cfg.target.device) for b in cfg.backends}
     pythons: dict[str, Path | str] = {}  # environment name -> interpreter, or why it could not be made
     with Progress(len(cells)) as progress:
         for arm, (model, backend, precision, variant) in cells:

@@ -69,6 +69,19 @@ def timings(predict, x: np.ndarray, s: dict) -> tuple[list[float], list[dict]]:
     return lat, thr
 
 
+def stage_timings(predict, x: np.ndarray, s: dict) -> dict | None:
+    """On a GPU, batch-1 latency split into host-to-device copy, compute and device-to-host copy. A backend
+    offers this as predict.stages(x) -> {stage: call}; each call returns only after its stream is synchronized,
+    so the wall clock around it is the stage's time (latency_ms stays end to end, host array in and out)."""
+    stages = getattr(predict, "stages", None)
+    if stages is None:
+        return None
+    calls = stages(np.ascontiguousarray(x[:1]))
+    return {name: measure.summarize(measure.timed_loop(lambda _, c=call: c(), None, s["warmup"],
+                                                       s["min_duration_s"], s["min_count"]))
+            for name, call in calls.items()}
+
+
 def measure_cell(job: dict, backend) -> dict:
     artifact, quantize_s = build_artifact(job, backend)
     predict = backend.load(artifact, job["threads"])
@@ -77,10 +90,13 @@ def measure_cell(job: dict, backend) -> dict:
     accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]))
     accuracy["agree_fp32"] = agreement(pred, Path(job["paths"]["fp32_pred"]), job["precision"])
     lat, thr = timings(predict, x, s)
+    stages = stage_timings(predict, x, s)
     save_predictions(Path(job["paths"]["pred"]), pred)
     fields = {"accuracy": accuracy, "size_bytes": artifact.size_bytes(), "latency_ms": measure.summarize(lat),
               "latency_samples_ms": lat, "throughput": thr, "quantize_s": quantize_s,
               "details": {**artifact.details, "artifact": str(artifact.path)}}
+    if stages:
+        fields["device_latency_ms"] = stages
     if s.get("repeat", 1) > 1:
         del predict, artifact  # free this process's model before the next ones start
         first = repeat_summary(lat, thr, fields["size_bytes"])
@@ -112,7 +128,7 @@ def repeat_timings(job: dict) -> list[dict]:
 
 def timing_only(job: dict) -> dict:
     """`python -m harness.worker --timing JOB.json`: rebuild, load, time; one JSON line on stdout."""
-    backend = get_backend(job["backend"])
+    backend = get_backend(job["backend"], job["device"], job["variant"])
     job = {**job, "paths": {**job["paths"], "workdir": job["paths"]["workdir"] + f".repeat{os.getpid()}"}}
     artifact, _ = build_artifact(job, backend)
     predict = backend.load(artifact, job["threads"])
@@ -142,7 +158,7 @@ def agreement(pred: np.ndarray, fp32_pred: Path, precision: str) -> float | None
 def run(job: dict) -> CellResult:
     start = time.perf_counter()
     common = {k: job[k] for k in JOB_FIELDS}
-    backend = get_backend(job["backend"])
+    backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
         reason = backend.why_not(job["precision"], job["device"])
         if reason:
@@ -167,7 +183,7 @@ def probe_report(name: str, device: str) -> dict:
     backend = get_backend(name)
     probe = backend.probe()
     return {"installed": probe.installed, "version": probe.version, "reason": probe.reason,
-            "precisions": {p: backend.supports(p, device) for p in PRECISIONS} if probe.installed else {}}
+            "precisions": {p: backend.why_not(p, device) for p in PRECISIONS}}
 
 
 def main(argv: list[str]) -> int:

@@ -12,13 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from harness.backends import BACKENDS
+from harness.config import load_target
 from harness.results import cell_stem
 from harness.tables import METRICS
 from tests.conftest import REPO, run_cli
 
 FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
         "--warmup", "2"]
+LOCAL = load_target("local")
+BACKENDS = LOCAL.backends  # what `harness run` runs by default
 FIELDS = ("schema_version", "target", "model", "backend", "precision", "status", "reason", "size_bytes",
           "peak_rss_bytes", "quantize_s")
 
@@ -36,12 +38,15 @@ def run1(data_dir, shared_cache, env_unavailable, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("backend", sorted(BACKENDS))
-def test_backend_environment_installs(backend, env_unavailable):
-    if backend in env_unavailable:
-        pytest.skip(f"{backend}: its environment cannot be installed here ({env_unavailable[backend]}); "
+@pytest.mark.parametrize("env", LOCAL.environments, ids=lambda e: e.name)
+def test_backend_environment_installs(env, env_unavailable, shared_cache):
+    from harness import envs
+
+    if env.backends[0] in env_unavailable:
+        pytest.skip(f"{env.name}: its environment cannot be installed here ({env_unavailable[env.backends[0]]}); "
                     "the e2e run checks its cells say so")
-    assert backend in BACKENDS
+    python = envs.python_of(env, shared_cache)
+    assert python is not None and python.is_file()
 
 
 def test_every_cell_has_a_status_and_the_fixed_fields(run1, env_unavailable):

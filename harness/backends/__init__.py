@@ -5,6 +5,7 @@ from harness.backends.base import Artifact, Backend, Probe, Unsupported
 from harness.backends.ipex_backend import IpexBackend
 from harness.backends.onnxruntime_backend import OnnxRuntimeBackend
 from harness.backends.openvino_backend import OpenVinoBackend
+from harness.backends.tensorrt_backend import TensorRtBackend
 from harness.backends.tflite_backend import TfliteBackend
 from harness.backends.torch_backend import TorchBackend
 
@@ -14,11 +15,12 @@ BACKENDS: dict[str, type[Backend]] = {
     "openvino": OpenVinoBackend,
     "tflite": TfliteBackend,
     "ipex": IpexBackend,  # runs in its own environment (torch 2.8), see harness/envs.py
+    "tensorrt": TensorRtBackend,  # NVIDIA GPUs only
 }
 
 
-def get_backend(name: str) -> Backend:
-    return BACKENDS[name]()
+def get_backend(name: str, device: str = "cpu", variant: str = "") -> Backend:
+    return BACKENDS[name](device, variant)
 
 
 __all__ = ["Artifact", "Backend", "BACKENDS", "Probe", "Unsupported", "get_backend"]

@@ -51,7 +51,8 @@ class Artifact:
 
 
 class Backend:
-    """A framework: NAME, the packages whose versions identify it, and four methods."""
+    """A framework: NAME, the packages whose versions identify it, and four methods. An instance is bound to
+    the device it runs on and, where a framework has several runtimes for one device, the variant chosen."""
 
     NAME = ""
     MODULE = ""  # import name probed without importing it
@@ -60,6 +61,14 @@ class Backend:
     UNSUPPORTED: dict[str, str] = {}  # precision -> reason, known without trying
     # recipe [backends.<NAME>] options: name -> (type or tuple of allowed values, what it does); checked on load
     OPTIONS: dict[str, tuple[type | tuple, str]] = {}
+    DEVICES: tuple[str, ...] = ("cpu",)  # devices it can run on
+    UNSUPPORTED_ON: dict[str, dict[str, str]] = {}  # device -> precision -> reason, for devices other than cpu
+    # device -> extra cell variants besides the default one (e.g. onnxruntime's TensorRT execution provider)
+    VARIANTS: dict[str, dict[str, str]] = {}
+
+    def __init__(self, device: str = "cpu", variant: str = ""):
+        # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind
+        self.device, self.variant = device, (variant if variant in self.VARIANTS.get(device, {}) else "")
 
     def probe(self) -> Probe:
         if importlib.util.find_spec(self.MODULE) is None:
@@ -75,20 +84,26 @@ class Backend:
                 pass
         return out
 
-    def supports(self, precision: str, device: str) -> str | None:
-        """None if the cell can be tried, else the reason it cannot (cheap: no framework import)."""
+    def device_reason(self, device: str) -> str | None:
+        """Why this backend cannot run on `device` here at all (checked before anything is installed)."""
         if device == "cuda" and not cuda_device_present():
             return "no CUDA device"
-        if device != "cpu":
-            return f"{self.NAME} on {device} is not implemented yet (GPU backends: issue 6)"
-        return self.UNSUPPORTED.get(precision)
+        if device not in self.DEVICES:
+            return f"{self.NAME} runs on {' / '.join(self.DEVICES)} only, not {device}"
+        return None
+
+    def supports(self, precision: str, device: str) -> str | None:
+        """None if the cell can be tried, else the reason it cannot (cheap: no framework import)."""
+        return self.device_reason(device) or \
+            (self.UNSUPPORTED if device == "cpu" else self.UNSUPPORTED_ON.get(device, {})).get(precision)
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
 
     def why_not(self, precision: str, device: str) -> str | None:
-        """None if the cell can be tried here, else why not: not installed, or not supported."""
-        return self.probe().reason or self.supports(precision, device)
+        """None if the cell can be tried here, else why not: the device first (no GPU here), then not
+        installed, then the precision."""
+        return self.device_reason(device) or self.probe().reason or self.supports(precision, device)
 
     def published(self, path: Path, spec, workdir: Path) -> Artifact:
         """Wrap an artifact published with the model (e.g. MLPerf's .tflite) so it runs as its own cell."""

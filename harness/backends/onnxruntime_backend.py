@@ -1,14 +1,22 @@
-"""ONNX Runtime (CPU EP) from the shared ONNX export: fp32, fp16, QDQ int8 (S8S8), QDQ uint8 (U8S8), dynamic."""
+"""ONNX Runtime from the shared ONNX export: fp32, fp16, QDQ int8 (S8S8), QDQ uint8 (U8S8), dynamic.
+
+Devices: the CPU execution provider; on a CUDA target the CUDA EP (variant "") and the TensorRT EP (variant
+"trt-ep"), each with the CPU EP behind it. Which node ran on which provider is read from ORT's own profile
+(`placement`), because a QDQ or dynamic graph silently falling back to the CPU is the usual reason int8 is
+slower than fp32 on a GPU."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, refuse
+from harness.backends.base import Artifact, Backend, Predict, Unsupported, refuse
 
 CALIB_BATCH = 100
 METHODS = {None: "MinMax", "minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+PROVIDERS = {("cpu", ""): "CPUExecutionProvider", ("cuda", ""): "CUDAExecutionProvider",
+             ("cuda", "trt-ep"): "TensorrtExecutionProvider"}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -21,6 +29,10 @@ class OnnxRuntimeBackend(Backend):
     }
     OPTIONS = {"extra_options": (dict, "passed to quantize_static's extra_options as given, e.g. "
                                        "{CalibMovingAverage = true}")}
+    DEVICES = ("cpu", "cuda")
+    UNSUPPORTED_ON = {"cuda": {"bf16": "the harness has no bfloat16 ONNX conversion (onnxruntime's float16 "
+                                       "converter writes fp16 only)"}}
+    VARIANTS = {"cuda": {"trt-ep": "TensorRT execution provider (CUDA EP and CPU EP behind it)"}}
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         fp32 = src.onnx_path()
@@ -34,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
             details = self._static(src, fp32, out, precision, workdir)
         else:
             details = self._dynamic(fp32, out, workdir)
-        return Artifact(out, (out,), details)
+        return Artifact(out, (out,), {**details, "precision": precision})
 
     @staticmethod
     def _fp16(fp32: Path, out: Path) -> dict:
@@ -106,15 +118,92 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opt_path = artifact.path.with_suffix(".optimized.onnx")
         opts.optimized_model_filepath = str(opt_path)
-        sess = ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])
+        providers = self._providers(artifact.details.get("precision", "fp32"))
+        sess = ort.InferenceSession(str(artifact.path), opts, providers=providers)
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if sess.get_providers()[0] != wanted:  # ORT falls back to the CPU EP silently when a provider fails
+            raise Unsupported(f"{wanted} could not be created (session providers: {sess.get_providers()}); "
+                              "see the cell log for onnxruntime's own message")
         artifact.details["runtime_graph"] = _op_counts(opt_path)
+        artifact.details["providers"] = sess.get_providers()
         opt_path.unlink(missing_ok=True)
+        artifact.details["placement"] = _profile_placement(artifact.path, providers, threads, wanted)
         name = sess.get_inputs()[0].name
 
         def predict(x):
             return sess.run(None, {name: x})[0]
 
+        if self.device == "cuda":
+            predict.stages = lambda x: _cuda_stages(sess, x)
         return predict
+
+    def _providers(self, precision: str) -> list:
+        import onnxruntime as ort
+
+        wanted = PROVIDERS[(self.device, self.variant)]
+        if wanted not in ort.get_available_providers():
+            raise Unsupported(f"onnxruntime {ort.__version__} has no {wanted} here (available: "
+                              f"{', '.join(ort.get_available_providers())}; the GPU build is onnxruntime-gpu)")
+        if self.device == "cpu":
+            return [wanted]
+        cuda = ("CUDAExecutionProvider", {"device_id": 0})
+        if self.variant != "trt-ep":
+            return [cuda, "CPUExecutionProvider"]
+        # explicit quantization: the TRT EP reads the QDQ scales; fp16 lets TensorRT pick fp16 kernels
+        trt = {"device_id": 0, "trt_fp16_enable": precision == "fp16",
+               "trt_int8_enable": precision in ("int8", "uint8"), "trt_engine_cache_enable": False}
+        return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
+
+
+def _profile_placement(path: Path, providers: list, threads: int, wanted: str) -> dict:
+    """One profiled batch-1 run in a separate session (profiling slows every run, so never the timed one)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(path.with_name("ort-profile"))
+    sess = ort.InferenceSession(str(path), opts, providers=providers)
+    inp = sess.get_inputs()[0]
+    shape = [1] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+    sess.run(None, {inp.name: np.zeros(shape, np.float32)})
+    trace = Path(sess.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    return placement(events, wanted)
+
+
+def placement(events: list, wanted: str) -> dict:
+    """Nodes per execution provider from an ORT profile, and the nodes that did not run on `wanted`."""
+    by_provider: dict[str, int] = {}
+    fallback: dict[str, str] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or "provider" not in args:
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        by_provider[args["provider"]] = by_provider.get(args["provider"], 0) + 1
+        if args["provider"] != wanted:
+            fallback[node] = args.get("op_name", "?")
+    ops: dict[str, int] = {}
+    for op in fallback.values():
+        ops[op] = ops.get(op, 0) + 1
+    return {"provider": wanted, "nodes_by_provider": dict(sorted(by_provider.items())),
+            "fallback_ops": dict(sorted(ops.items())), "fallback_nodes": sorted(fallback)[:20]}
+
+
+def _cuda_stages(sess, x):
+    """Batch-1 h2d / compute / d2h calls through an IO binding (each returns when its copy or run is done)."""
+    import onnxruntime as ort
+
+    inp, out = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input(inp, dev)
+    binding.bind_output(out, "cuda", 0)
+    return {"h2d": lambda: dev.update_inplace(x), "compute": lambda: sess.run_with_iobinding(binding),
+            "d2h": binding.copy_outputs_to_cpu}
 
 
 def _op_counts(path: Path) -> dict:

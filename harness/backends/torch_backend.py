@@ -1,4 +1,5 @@
-"""PyTorch (CPU, eager): fp32/fp16/bf16 casts, torch.ao FX static int8 (x86), dynamic (Linear only)."""
+"""PyTorch eager: fp32/fp16/bf16 casts, torch.ao FX static int8 (x86), dynamic (Linear only) on the CPU;
+fp32/fp16/bf16 on CUDA (channels-last by default there, cuDNN autotuning on)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,20 @@ class TorchBackend(Backend):
                  "(U8S8, see the int8 cell); its x86 kernels have no signed-activation variant to compare",
     }
     OPTIONS = {"reduce_range": (bool, "7-bit activation range, torch's x86 default (true) avoids VPMADDUBSW "
-                                      "saturation on CPUs without VNNI")}
+                                      "saturation on CPUs without VNNI"),
+               "channels_last": (bool, "NHWC memory format (default: true on CUDA, where tensor cores want it; "
+                                       "false on the CPU)")}
+    DEVICES = ("cpu", "cuda")
+    _CPU_ONLY = ("torch.ao's quantized kernels (x86/fbgemm/onednn) run on the CPU only; torch has no CUDA "
+                 "int8 convolution for eager/FX models (int8 on the GPU: the tensorrt column)")
+    UNSUPPORTED_ON = {"cuda": {"int8": _CPU_ONLY, "uint8": _CPU_ONLY, "dynamic": _CPU_ONLY}}
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         import torch
 
+        if self.device == "cpu" and "channels_last" in src.recipe.options(self.NAME):
+            raise Unsupported(f"recipe {src.recipe.name!r} sets [backends.torch] channels_last: the harness "
+                              "applies it on CUDA only")
         model = src.torch_model()
         details: dict = {"format": "torch.save(state_dict)"}
         if precision in ("fp16", "bf16"):
@@ -38,14 +48,26 @@ class TorchBackend(Backend):
         elif precision == "dynamic":
             model, more = self._dynamic(model)
             details.update(more)
+        if self.device == "cuda":
+            model, more = self._to_cuda(model, src)
+            details.update(more)
         path = workdir / "model.pt"
         torch.save(model.state_dict(), path)
         return Artifact(path, (path,), details, handle=model)
 
-    @staticmethod
-    def _check_kernels(model, src, dtype) -> None:
+    def _to_cuda(self, model, src):
         import torch
 
+        channels_last = src.recipe.options(self.NAME).get("channels_last", True)
+        model = model.to("cuda", memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        return model, {"device": torch.cuda.get_device_name(0), "channels_last": channels_last,
+                       "cudnn_benchmark": True}
+
+    def _check_kernels(self, model, src, dtype) -> None:
+        import torch
+
+        if self.device == "cuda":
+            return  # CUDA has fp16 and bf16 kernels for every layer of these models
         try:
             with torch.inference_mode():
                 model(torch.from_numpy(src.calib[:2]).to(dtype))
@@ -100,9 +122,44 @@ class TorchBackend(Backend):
         torch.set_num_threads(threads)
         model = artifact.handle
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        if self.device == "cuda":
+            return _cuda_predict(model, dtype, artifact.details.get("channels_last", True))
 
         def predict(x):
             with torch.inference_mode():
                 return model(torch.from_numpy(x).to(dtype)).float().numpy()
 
         return predict
+
+
+def _cuda_predict(model, dtype, channels_last: bool) -> Predict:
+    """End-to-end predict (host array in, host array out) plus its h2d / compute / d2h stages."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def predict(x):
+        with torch.inference_mode():
+            dev = torch.from_numpy(x).to("cuda", dtype).contiguous(memory_format=fmt)
+            return model(dev).float().cpu().numpy()
+
+    def stages(x):
+        host = torch.from_numpy(x).to(dtype).contiguous(memory_format=fmt).pin_memory()
+        dev = torch.empty_like(host, device="cuda")
+        out = {}
+
+        def run(fn):
+            with torch.inference_mode():
+                fn()
+            torch.cuda.synchronize()
+
+        def compute():
+            out["y"] = model(dev)
+
+        run(compute)
+        return {"h2d": lambda: run(lambda: dev.copy_(host, non_blocking=True)), "compute": lambda: run(compute),
+                "d2h": lambda: run(lambda: out["y"].cpu())}
+
+    predict.stages = stages
+    return predict
