@@ -89,3 +89,25 @@ def test_resnet8_twin_equals_the_keras_original(data_dir, test_split):
     assert (original.argmax(1) == twin.argmax(1)).all()
     keras_top1 = (original.argmax(1) == test_split.labels).mean() * 100
     assert keras_top1 >= spec.published_top1  # MLPerf Tiny's 85% quality target
+
+
+@pytest.mark.parametrize("name, params", [("resnet50", 25_557_032), ("mobilenet_v2", 3_504_872),
+                                          ("efficientnet_b0", 5_288_548)])
+def test_imagenet_architectures_match_torchvision(name, params):
+    """Parameter counts are torchvision's documented ones; the state-dict layout (checked against
+    torchvision 0.28's own modules when written: same keys and shapes, outputs equal) lets its published
+    IMAGENET1K_V1 checkpoints load unchanged."""
+    import torch
+
+    from harness.models.imagenet import ARCHITECTURES
+
+    model = ARCHITECTURES[name]().eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    keys = model.state_dict()
+    first = {"resnet50": "conv1.weight", "mobilenet_v2": "features.0.0.weight",
+             "efficientnet_b0": "features.0.0.weight"}[name]
+    assert tuple(keys[first].shape)[:2] in ((64, 3), (32, 3))
+    assert any(k.endswith(("fc.weight", "classifier.1.weight")) and v.shape == (1000, keys[k].shape[1])
+               for k, v in keys.items())
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
