@@ -50,13 +50,14 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
     if a["status"] != "ok" or b["status"] != "ok":
         same = a["status"] == b["status"]
         return {**out, "verdict": "same" if same else "status changed", "status": [a["status"], b["status"]]}
-    acc_delta = b["accuracy"]["top1"] - a["accuracy"]["top1"]
+    top_a, top_b = a["accuracy"]["top1"], b["accuracy"]["top1"]  # None: not measured (timing-only model)
+    acc_delta = (top_b - top_a) if None not in (top_a, top_b) else (0.0 if top_a == top_b else None)
     iv_a, iv_b = latency_interval(a), latency_interval(b)
     (ma, la, ha, kind_a), (mb, lb, hb, kind_b) = iv_a, iv_b
     ratio = mb / ma
     overlap = not disjoint(iv_a, iv_b)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
-    if acc_delta != 0:
+    if acc_delta != 0:  # (None too: measured in one run only)
         verdict = "accuracy changed"
     elif not overlap and ratio > 1 + threshold:
         verdict = "slower"
@@ -95,7 +96,8 @@ def markdown(result: dict) -> str:
     for c in result["cells"]:
         if "latency_p50_ms" in c:
             (ma, la, ha), (mb, lb, hb) = c["latency_p50_ms"]
-            nums = [f"{c['top1'][0]:.2f} -> {c['top1'][1]:.2f}", f"{ma:.3f} [{la:.3f}, {ha:.3f}]",
+            top1 = " -> ".join("n/m" if t is None else f"{t:.2f}" for t in c["top1"])
+            nums = [top1, f"{ma:.3f} [{la:.3f}, {ha:.3f}]",
                     f"{mb:.3f} [{lb:.3f}, {hb:.3f}]", f"{c['latency_ratio']:.2f}x"]
         else:
             nums = [" -> ".join(c.get("status", [])) or "", "", "", ""]

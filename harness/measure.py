@@ -8,19 +8,20 @@ import time
 import numpy as np
 
 
-def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[dict, np.ndarray]:
-    """Top-1/top-5/per-class (percent) over all of x, and the per-sample top-1 predictions."""
+def evaluate(predict, x: np.ndarray, y: np.ndarray, batch: int, n_classes: int = 10) -> tuple[dict, np.ndarray]:
+    """Top-1/top-5 (percent) over all of x, per-class for up to 10 classes (CIFAR-10; ImageNet's 1000 make
+    no table), and the per-sample top-1 predictions (uint16: 1000 classes)."""
     top5 = np.empty((len(x), 5), np.int64)
     for i in range(0, len(x), batch):
         scores = np.asarray(predict(x[i:i + batch]), np.float32)
         top5[i:i + batch] = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     pred = top5[:, 0]
     per_class = [round(float((pred[y == c] == c).mean() * 100), 4) if (y == c).any() else None
-                 for c in range(10)]
+                 for c in range(n_classes)] if n_classes <= 10 else None
     acc = {"top1": round(float((pred == y).mean() * 100), 4),
            "top5": round(float((top5 == y[:, None]).any(axis=1).mean() * 100), 4),
            "per_class": per_class, "n": int(len(y))}
-    return acc, pred.astype(np.uint8)
+    return acc, pred.astype(np.uint8 if n_classes <= 256 else np.uint16)
 
 
 def timed_loop(predict, batch: np.ndarray, warmup: int, min_duration_s: float, min_count: int) -> list[float]:

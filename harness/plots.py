@@ -42,7 +42,7 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def accuracy_vs_latency(cells: list[dict], title: str, path: Path) -> Path:
     plt = _pyplot()
-    ok = [c for c in cells if c["status"] == "ok"]
+    ok = [c for c in cells if c["status"] == "ok" and top1(c) is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in ok:
         ax.scatter(p50(c), top1(c), s=18)
@@ -87,7 +87,7 @@ def calibration_sweep(cells: list[dict], title: str, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     lines: dict = {}
-    for c in (c for c in cells if c["status"] == "ok"):
+    for c in (c for c in cells if c["status"] == "ok" and top1(c) is not None):
         key = f"{column({**c, 'variant': ''})} {c['precision']} {c['recipe'].get('method') or 'default'}"
         lines.setdefault(key, []).append((c["calibration"]["size"], top1(c)))
     for key, pts in sorted(lines.items()):

@@ -17,7 +17,8 @@ def cell_line(cell: dict) -> str:
         return f"{cell['status']}: {cell.get('reason')}"
     acc, lat = cell["accuracy"], cell["latency_ms"]
     thr = cell["throughput"][-1]
-    return (f"top-1 {acc['top1']:.2f}%  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
+    top1 = "not measured" if acc["top1"] is None else f"{acc['top1']:.2f}%"
+    return (f"top-1 {top1}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
             f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}")
 
 
@@ -59,7 +60,8 @@ def summary(cells: list[dict], title: str) -> Table:
     for c in cells:
         if c["status"] == "ok":
             thr = c["throughput"][-1]
-            nums = (f"{c['accuracy']['top1']:.2f}", f"{c['size_bytes'] / 1e6:.3f}",
+            top1 = c["accuracy"]["top1"]
+            nums = ("not measured" if top1 is None else f"{top1:.2f}", f"{c['size_bytes'] / 1e6:.3f}",
                     f"{c['latency_ms']['p50']:.2f}", f"{thr['images_per_s']:.0f} @{thr['batch']}")
         else:
             nums = ("", "", "", "")

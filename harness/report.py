@@ -70,7 +70,9 @@ def section(target: str, model: str, cells: list[dict], out: Path, group: str = 
         figs = [("Accuracy vs latency", plots.accuracy_vs_latency(here, name, Path(f"{stem}-acc-latency.svg"))),
                 ("Size on disk", plots.size_bars(here, name, Path(f"{stem}-size.svg"))),
                 ("Throughput vs batch size", plots.throughput_vs_batch(here, name, Path(f"{stem}-thr.svg")))]
-        tabs = [tables.matrix(here, m) for m in tables.METRICS] + [tables.comparison(here), tables.per_class(here)]
+        tabs = [tables.matrix(here, m) for m in tables.METRICS] + [tables.comparison(here)]
+        if any(c["status"] == "ok" and c["accuracy"].get("per_class") for c in here):  # CIFAR-10's 10 classes
+            tabs.append(tables.per_class(here))
     if swept:
         figs.append(("Top-1 vs calibration size",
                      plots.calibration_sweep(swept, name, Path(f"{stem}-calibration.svg"))))

@@ -15,6 +15,7 @@ from harness import envinfo, envs
 from harness.backends import get_backend
 from harness.config import RunSettings, Target
 from harness.errors import UserError
+from harness.models import ZOO
 from harness.prepare import Prepared
 from harness.progress import Progress
 from harness.recipe import Recipe
@@ -53,7 +54,6 @@ def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
     it; then, in a plain run, the backend's other runtimes on this device (e.g. onnxruntime's TensorRT
     execution provider, variant "trt-ep") and the model's published artifacts (variant "published")."""
     from harness.backends import BACKENDS
-    from harness.models import ZOO
 
     precisions = sorted(cfg.precisions, key=lambda p: p != "fp32")
     cells = []
@@ -70,6 +70,10 @@ def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
 def run_identity(cfg: RunConfig, arms: list[Arm]) -> dict:
     """What must match for a resumed run's cells to be comparable (and what `reproduce` re-runs)."""
     identity = {"settings": asdict(cfg.settings), "test": arms[0].prep.test, "target": cfg.target.name}
+    imagenet = {m: {"test": t["test"], "weights_sha256": t["model_info"]["weights_sha256"]}
+                for m, t in arms[0].prep.tensors.items() if "model_info" in t}
+    if imagenet:  # only when such models run, so the identity of earlier runs is unchanged
+        identity["imagenet"] = imagenet
     if len(arms) == 1 and not arms[0].variant:
         return {**identity, "recipe": arms[0].recipe.to_dict(), "calibration": arms[0].prep.calibration}
     return {**identity, "sweep": [{"variant": a.variant, "recipe": a.recipe.to_dict(),
@@ -103,8 +107,6 @@ def open_run(cfg: RunConfig, arms: list[Arm]) -> dict:
 
 
 def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str, variant: str) -> dict:
-    from harness.models import ZOO
-
     prep = arm.prep
     cells = cfg.out_dir / "cells"
     t = prep.tensors[model]
@@ -112,12 +114,14 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
     ref = arm.variant if variant == "published" else variant  # whose fp32 predictions agreement is against
     return {
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
-        "precision": precision, "variant": variant, "calibration": prep.calibration, "test": prep.test,
-        "threads": cfg.settings.resolved_threads(), "model_info": ZOO[model].describe(),
+        "precision": precision, "variant": variant, "calibration": t.get("calibration", prep.calibration),
+        "test": t.get("test", prep.test), "accuracy_not_measured": t.get("accuracy_not_measured"),
+        "threads": cfg.settings.resolved_threads(), "model_info": {**ZOO[model].describe(), **t.get("model_info", {})},
         "settings": asdict(cfg.settings), "recipe": arm.recipe.to_dict(), "data_dir": str(cfg.data_dir),
         "may_download": cfg.may_download,
         "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device,
-        "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"],
+        "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"], "weights": t.get("weights"),
+                  "raw_test": t.get("raw_test", False),
                   "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
                   "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
                   "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', ref)}.pred.npz")},
@@ -182,7 +186,7 @@ def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
         record(job, "failed", python, {})
         return
     if python is None:  # cheap checks here save a process start; an env's worker checks for itself
-        reason = impl.why_not(job["precision"], cfg.target.device)
+        reason = impl.why_not(job["precision"], cfg.target.device) or impl.model_reason(ZOO[job["model"]])
         if reason:
             record(job, "unsupported", reason, impl.versions())
             return

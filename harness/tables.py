@@ -19,7 +19,12 @@ def column(cell: dict) -> str:
 
 
 def top1(c):
+    """None when accuracy was not measured (an ImageNet-shaped model without published weights or val set)."""
     return c["accuracy"]["top1"]
+
+
+def top1_text(c) -> str:
+    return "not measured" if top1(c) is None else f"{top1(c):.2f}"
 
 
 def size_mb(c):
@@ -46,6 +51,8 @@ METRICS = {  # key: (title, value, format, higher is better)
 
 def _text(cell: dict, metric: str) -> str:
     _, value, fmt, _ = METRICS[metric]
+    if value(cell) is None:
+        return "not measured"
     text = fmt.format(value(cell))
     if metric == "latency":
         iv = cell.get("latency_interval") or {}
@@ -73,7 +80,7 @@ def matrix(cells: list[dict], metric: str) -> dict:
         here = {column(c): c for c in cells if c["precision"] == precision}
         if not here:
             continue
-        ok = [value(c) for c in here.values() if c["status"] == "ok"]
+        ok = [value(c) for c in here.values() if c["status"] == "ok" and value(c) is not None]
         best = (max(ok) if higher else min(ok)) if ok else None
         row = [{"text": label, "bold": False}]
         for col in cols:
@@ -84,8 +91,10 @@ def matrix(cells: list[dict], metric: str) -> dict:
                 notes.append(f"{col} {label}: {c.get('reason') or c['status']}")
                 row.append({"text": f"{STATUS_TEXT[c['status']]} [{len(notes)}]", "bold": False})
             else:
-                row.append({"text": _text(c, metric), "bold": value(c) == best})
+                row.append({"text": _text(c, metric), "bold": best is not None and value(c) == best})
         rows.append(row)
+    unmeasured = {c["accuracy"].get("not_measured") for c in cells if c["status"] == "ok" and value(c) is None}
+    notes += sorted(f"accuracy not measured: {why}" for why in unmeasured if why)
     if notes and metric != "top1":
         notes = ["reasons [1]..[n]: see the top-1 accuracy table above"]
     return {"title": title, "header": ["Precision", *cols], "rows": rows, "footnotes": notes,
@@ -108,16 +117,19 @@ def significant(a: dict, b: dict) -> bool:
 
 def comparison(cells: list[dict]) -> dict:
     rows = []
-    for c in sorted((c for c in cells if c["status"] == "ok"), key=lambda c: (-top1(c), column(c))):
+    ok = [c for c in cells if c["status"] == "ok"]
+    for c in sorted(ok, key=lambda c: (top1(c) is None, -(top1(c) or 0), column(c))):
         ref = fp32_of(cells, c)
         if ref is None:
             delta = reduction = lat = thr = "n/a"
         else:
-            delta = f"{top1(c) - top1(ref):+.2f}"
+            agree = c["accuracy"].get("agree_fp32")  # without labels, agreement with fp32 is the fidelity left
+            delta = (f"{top1(c) - top1(ref):+.2f}" if top1(c) is not None
+                     else f"agrees {agree:.1f}%" if agree is not None else "n/a")
             reduction = f"{(1 - c['size_bytes'] / ref['size_bytes']) * 100:.1f}"
             lat = f"{p50(ref) / p50(c):.2f}x" + ("" if c is ref or significant(c, ref) else " (n.s.)")
             thr = f"{best_throughput(c) / best_throughput(ref):.2f}x"
-        rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], f"{top1(c):.2f}", delta,
+        rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], top1_text(c), delta,
                            f"{size_mb(c):.3f}", reduction, lat, thr))
     header = ["Framework", "Precision", "Top-1 %", "Δ vs fp32", "Size MB", "Size reduction %",
               "Speedup (latency)", "Speedup (throughput)"]
@@ -150,7 +162,7 @@ def sweep(cells: list[dict]) -> dict | None:
         row = _plain(*key)
         for n in sizes:
             c = per.get(n)
-            row += _plain("" if c is None else f"{top1(c):.2f}" if c["status"] == "ok" else STATUS_TEXT[c["status"]])
+            row += _plain("" if c is None else top1_text(c) if c["status"] == "ok" else STATUS_TEXT[c["status"]])
         rows.append(row)
     return {"title": "Calibration sweep: top-1 (%) by number of calibration images", "rows": rows,
             "header": ["Framework", "Precision", "Method", *map(str, sizes)], "footnotes": []}
@@ -160,7 +172,8 @@ def per_class(cells: list[dict]) -> dict:
     rows, flagged = [], 0
     for c in cells:
         ref = fp32_of(cells, c)
-        if c["status"] != "ok" or ref is None or c is ref or c["accuracy"].get("n") != ref["accuracy"].get("n"):
+        if c["status"] != "ok" or ref is None or c is ref or c["accuracy"].get("n") != ref["accuracy"].get("n") \
+                or top1(c) is None:
             continue
         row = _plain(column(c), PRECISION_LABELS[c["precision"]])
         for q, f in zip(c["accuracy"]["per_class"], ref["accuracy"]["per_class"], strict=True):

@@ -23,6 +23,7 @@ import numpy as np
 from harness import measure
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
+from harness.data.imagenet import Normalized
 from harness.models import ZOO
 from harness.recipe import from_dict as recipe_from_dict
 from harness.results import JOB_FIELDS, CellResult, write_json
@@ -41,7 +42,8 @@ def die_with_parent(parent_pid: int) -> None:
 def build_artifact(job: dict, backend):
     """Convert/quantize into a fresh workdir (timed); returns (artifact, seconds)."""
     spec = ZOO[job["model"]]
-    src = Source(spec, spec.weights_path(Path(job["data_dir"]), job["may_download"]),
+    weights = job["paths"].get("weights")  # resolved once by the run (e.g. an ImageNet model's seeded weights)
+    src = Source(spec, Path(weights) if weights else spec.weights_path(Path(job["data_dir"]), job["may_download"]),
                  np.load(job["paths"]["calib_x"]), recipe_from_dict(job["recipe"]))
     workdir = Path(job["paths"]["workdir"])
     shutil.rmtree(workdir, ignore_errors=True)
@@ -86,8 +88,11 @@ def measure_cell(job: dict, backend) -> dict:
     artifact, quantize_s = build_artifact(job, backend)
     predict = backend.load(artifact, job["threads"])
     s = job["settings"]
-    x, y = np.load(job["paths"]["test_x"], mmap_mode="r"), np.load(job["paths"]["test_y"])
-    accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]))
+    x, y = test_inputs(job), np.load(job["paths"]["test_y"])
+    accuracy, pred = measure.evaluate(predict, x, y, max(s["batch_sizes"]), ZOO[job["model"]].num_classes)
+    if job.get("accuracy_not_measured"):  # timing inputs without labels: predictions serve agreement only
+        accuracy = {"top1": None, "top5": None, "per_class": None, "n": 0, "agree_n": int(len(pred)),
+                    "not_measured": job["accuracy_not_measured"]}
     accuracy["agree_fp32"] = agreement(pred, Path(job["paths"]["fp32_pred"]), job["precision"])
     lat, thr = timings(predict, x, s)
     stages = stage_timings(predict, x, s)
@@ -129,13 +134,21 @@ def repeat_timings(job: dict) -> list[dict]:
 def timing_only(job: dict) -> dict:
     """`python -m harness.worker --timing JOB.json`: rebuild, load, time; one JSON line on stdout."""
     backend = get_backend(job["backend"], job["device"], job["variant"])
+    backend.record_details = False
     job = {**job, "paths": {**job["paths"], "workdir": job["paths"]["workdir"] + f".repeat{os.getpid()}"}}
     artifact, _ = build_artifact(job, backend)
     predict = backend.load(artifact, job["threads"])
-    lat, thr = timings(predict, np.load(job["paths"]["test_x"], mmap_mode="r"), job["settings"])
+    lat, thr = timings(predict, test_inputs(job), job["settings"])
     summary = repeat_summary(lat, thr, artifact.size_bytes())
     shutil.rmtree(job["paths"]["workdir"], ignore_errors=True)
     return summary
+
+
+def test_inputs(job: dict):
+    """The preprocessed test tensor, memory-mapped; ImageNet-shaped images are stored as uint8 crops and
+    normalized slice by slice (as float32 a 50,000-image val set would be 30 GB)."""
+    x = np.load(job["paths"]["test_x"], mmap_mode="r")
+    return Normalized(x, ZOO[job["model"]].preprocess) if job["paths"].get("raw_test") else x
 
 
 def save_predictions(path: Path, pred: np.ndarray) -> None:
@@ -160,7 +173,7 @@ def run(job: dict) -> CellResult:
     common = {k: job[k] for k in JOB_FIELDS}
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
-        reason = backend.why_not(job["precision"], job["device"])
+        reason = backend.why_not(job["precision"], job["device"]) or backend.model_reason(ZOO[job["model"]])
         if reason:
             raise Unsupported(reason)
         fields = measure_cell(job, backend)

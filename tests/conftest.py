@@ -67,8 +67,24 @@ def source_for(model: str, data_dir: Path, n_calib: int = 100):
 
     spec = ZOO[model]
     pool = load_split(data_dir, "train")
-    idx = calibration_indices(pool.labels, n_calib, 0)
-    return Source(spec, spec.weights_path(data_dir, False), spec.preprocess.apply(pool.images[idx]))
+    images = pool.images[calibration_indices(pool.labels, n_calib, 0)]
+    if spec.dataset == "imagenet":  # as a run without ImageNet data: seeded weights, resized CIFAR images
+        from harness.data.cifar10 import cache_dir
+        from harness.data.imagenet import resized
+        from harness.prepare import seeded_weights
+
+        return Source(spec, seeded_weights(spec, cache_dir(), pool.images),
+                      spec.preprocess.apply(resized(images, spec.input_size)))
+    return Source(spec, spec.weights_path(data_dir, False), spec.preprocess.apply(images))
+
+
+def model_inputs(model: str, images: np.ndarray) -> np.ndarray:
+    """Test images as the model takes them (ImageNet-shaped models: resized to their input first)."""
+    from harness.data.imagenet import resized
+    from harness.models import ZOO
+
+    spec = ZOO[model]
+    return spec.preprocess.apply(resized(images, spec.input_size) if spec.dataset == "imagenet" else images)
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
@@ -98,7 +114,7 @@ a = json.loads(sys.argv[1])
 spec = ZOO[a["model"]]
 backend = get_backend(a["backend"])
 try:
-    reason = backend.why_not(a["precision"], "cpu")
+    reason = backend.why_not(a["precision"], "cpu") or backend.model_reason(spec)
     if reason:
         raise Unsupported(reason)
     src = Source(spec, Path(a["weights"]), np.load(a["calib"]), from_dict(a["recipe"]))
@@ -127,7 +143,7 @@ def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
     env = load_target("local").environment_of(backend)
     if env is None:
         impl = get_backend(backend)
-        reason = impl.why_not(precision, "cpu")
+        reason = impl.why_not(precision, "cpu") or impl.model_reason(src.spec)
         if reason:
             pytest.skip(f"{backend} {precision}: {reason}")
         try:

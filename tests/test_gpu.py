@@ -98,6 +98,12 @@ def test_onnxruntime_records_node_placement_from_its_own_profile(resnet8, tmp_pa
     where = art.details["placement"]
     assert where["provider"] == "CPUExecutionProvider" and where["fallback_nodes"] == []
     assert where["nodes_by_provider"]["CPUExecutionProvider"] > 10
+    timing = get_backend("onnxruntime")
+    timing.record_details = False  # a --repeat timing process: no second, profiled session
+    (tmp_path / "again").mkdir()
+    fresh = ort.build(resnet8, "int8", tmp_path / "again")
+    timing.load(fresh, 1)
+    assert "placement" not in fresh.details and fresh.details["providers"] == ["CPUExecutionProvider"]
 
 
 def test_placement_names_nodes_that_fell_back_to_the_cpu():

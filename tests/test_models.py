@@ -17,6 +17,9 @@ def test_published_accuracy_on_the_whole_test_set(name, data_dir, test_split):
     import torch
 
     spec = ZOO[name]
+    if spec.dataset == "imagenet":
+        pytest.skip(f"{name}'s published top-1 is on ILSVRC2012 val, which the shared data does not hold "
+                    "(tests/test_imagenet.py checks the val-folder path with a folder it builds)")
     model = build_torch(spec, spec.weights_path(data_dir, False))
     x = spec.preprocess.apply(test_split.images)
     with torch.inference_mode():

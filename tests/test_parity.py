@@ -1,4 +1,5 @@
-"""fp32 logits of every registered backend agree with torch on 1000 real test images (max abs diff < 1e-3)."""
+"""fp32 logits of every registered backend agree with torch on 1000 real test images (max abs diff < 1e-3);
+ImageNet-shaped models (224 x 224, seeded weights) on 8 resized test images."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 
 from harness.backends import BACKENDS
 from harness.models import ZOO
-from tests.conftest import backend_scores, source_for
+from tests.conftest import backend_scores, model_inputs, source_for
 
-N = 1000
+
+def n_images(model: str) -> int:
+    return 8 if ZOO[model].dataset == "imagenet" else 1000
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def reference(data_dir, test_split, shared_cache, tmp_path_factory):
     def get(model):
         if model not in cache:
             src = source_for(model, data_dir, 10)
-            x = ZOO[model].preprocess.apply(test_split.images[:N])
+            x = model_inputs(model, test_split.images[:n_images(model)])
             scores, _, _ = backend_scores("torch", "fp32", src, x, tmp_path_factory.mktemp(f"{model}-torch"))
             cache[model] = (src, x, scores)
         return cache[model]
@@ -33,6 +36,6 @@ def reference(data_dir, test_split, shared_cache, tmp_path_factory):
 def test_fp32_logits_match_torch(backend, model, reference, tmp_path):
     src, x, ref = reference(model)
     got, _, _ = backend_scores(backend, "fp32", src, x, tmp_path)
-    assert got.shape == ref.shape == (N, 10)
+    assert got.shape == ref.shape == (n_images(model), ZOO[model].num_classes)
     assert float(np.abs(got - ref).max()) < 1e-3
     assert (got.argmax(1) == ref.argmax(1)).all()

@@ -66,6 +66,10 @@ class Backend:
     # device -> extra cell variants besides the default one (e.g. onnxruntime's TensorRT execution provider)
     VARIANTS: dict[str, dict[str, str]] = {}
 
+    # False in a --repeat timing process: load() then skips what only the cell's record needs (e.g. a
+    # profiled session), so repeats time the same thing without paying for it again
+    record_details = True
+
     def __init__(self, device: str = "cpu", variant: str = ""):
         # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind
         self.device, self.variant = device, (variant if variant in self.VARIANTS.get(device, {}) else "")
@@ -92,10 +96,13 @@ class Backend:
             return f"{self.NAME} runs on {' / '.join(self.DEVICES)} only, not {device}"
         return None
 
+    def precision_reason(self, precision: str, device: str) -> str | None:
+        """Why this backend has no such precision on this device, known without trying."""
+        return (self.UNSUPPORTED if device == "cpu" else self.UNSUPPORTED_ON.get(device, {})).get(precision)
+
     def supports(self, precision: str, device: str) -> str | None:
         """None if the cell can be tried, else the reason it cannot (cheap: no framework import)."""
-        return self.device_reason(device) or \
-            (self.UNSUPPORTED if device == "cpu" else self.UNSUPPORTED_ON.get(device, {})).get(precision)
+        return self.device_reason(device) or self.precision_reason(precision, device)
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
@@ -103,7 +110,11 @@ class Backend:
     def why_not(self, precision: str, device: str) -> str | None:
         """None if the cell can be tried here, else why not: the device first (no GPU here), then not
         installed, then the precision."""
-        return self.device_reason(device) or self.probe().reason or self.supports(precision, device)
+        return self.device_reason(device) or self.probe().reason or self.precision_reason(precision, device)
+
+    def model_reason(self, spec) -> str | None:
+        """Why this backend cannot build this zoo model at all (None: it can)."""
+        return None
 
     def published(self, path: Path, spec, workdir: Path) -> Artifact:
         """Wrap an artifact published with the model (e.g. MLPerf's .tflite) so it runs as its own cell."""

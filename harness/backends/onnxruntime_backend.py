@@ -124,10 +124,11 @@ class OnnxRuntimeBackend(Backend):
         if sess.get_providers()[0] != wanted:  # ORT falls back to the CPU EP silently when a provider fails
             raise Unsupported(f"{wanted} could not be created (session providers: {sess.get_providers()}); "
                               "see the cell log for onnxruntime's own message")
-        artifact.details["runtime_graph"] = _op_counts(opt_path)
         artifact.details["providers"] = sess.get_providers()
+        if self.record_details:
+            artifact.details["runtime_graph"] = _op_counts(opt_path)
+            artifact.details["placement"] = _profile_placement(artifact.path, providers, threads, wanted)
         opt_path.unlink(missing_ok=True)
-        artifact.details["placement"] = _profile_placement(artifact.path, providers, threads, wanted)
         name = sess.get_inputs()[0].name
 
         def predict(x):

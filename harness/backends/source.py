@@ -35,7 +35,10 @@ class Source:
         """One fp32 ONNX export per (weights, torch version, opset), shared by onnxruntime and openvino."""
         import torch
 
-        name = f"{self.spec.name}-{self.spec.sha256[:12]}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+        from harness.data.download import file_digest
+
+        # named by the weight file's digest: an ImageNet model may run published or seeded random weights
+        name = f"{self.spec.name}-{file_digest(self.weights)[:12]}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
         path = cache_dir() / "onnx" / name
         if path.is_file():
             return path

@@ -30,6 +30,12 @@ class TfliteBackend(Backend):
     }
     OPTIONS = {"strip_strings": (bool, "drop tensor names from the flatbuffer as deployments do (default true)")}
 
+    def model_reason(self, spec) -> str | None:
+        if spec.builder == "resnet8" or spec.builder.startswith("resnet_cifar:"):
+            return None
+        return (f"no Keras twin of {spec.name}: TFLite converts from a Keras model carrying the same weights, "
+                "written here for resnet8 and resnet20/32/44/56 only")
+
     def probe(self):
         probe = super().probe()
         if probe.installed and importlib_missing("ai_edge_litert"):

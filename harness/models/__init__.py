@@ -1,4 +1,5 @@
-"""Model zoo: one explicit registry of CIFAR-10 models with checksummed published weights."""
+"""Model zoo: one explicit registry of CIFAR-10 models with checksummed published weights, and ImageNet-shaped
+models (torchvision architectures) whose published weights are optional."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from harness.errors import UserError
 
 IMAGENET_NORM = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+TORCHVISION = "https://download.pytorch.org/models/"
 MLPERF_TINY = ("https://github.com/mlcommons/tiny/raw/master/benchmark/training/"
                "image_classification/trained_models/")
 
@@ -49,9 +51,19 @@ class ModelSpec:
     published_note: str
     preprocess: Preprocess
     published: tuple[Published, ...] = ()
+    dataset: str = "cifar10"  # or "imagenet": 1000 classes, 224 x 224 inputs, see harness.data.imagenet
+    input_size: int = 32
+    num_classes: int = 10
+    resize_size: int = 0  # imagenet: shorter side before the centre crop (torchvision's preset)
+    interpolation: str = "bilinear"
+    # True: without the weight file the model still runs, on seeded random weights, for latency and size only
+    weights_optional: bool = False
 
-    def weights_path(self, data_dir: Path, may_download: bool) -> Path:
-        """The verified weight file: from the data dir, else (if allowed) downloaded into the cache."""
+    def weights_path(self, data_dir: Path, may_download: bool) -> Path | None:
+        """The verified weight file: from the data dir, else (if allowed) downloaded into the cache; None
+        when optional weights are not there and may not be downloaded."""
+        if self.weights_optional and not may_download and not (data_dir / self.subdir / self.filename).is_file():
+            return None
         try:
             return _verified(data_dir, self.subdir, self.filename, self.sha256, self.url, may_download)
         except UserError as exc:
@@ -63,12 +75,22 @@ class ModelSpec:
     def describe(self) -> dict:
         return {"name": self.name, "weights": self.filename, "weights_sha256": self.sha256,
                 "url": self.url, "published_top1": self.published_top1,
-                "published_note": self.published_note, "preprocess": self.preprocess.describe()}
+                "published_note": self.published_note, "preprocess": self.preprocess.describe(),
+                "dataset": self.dataset, "input_size": self.input_size}
 
 
 def _akamaster(depth: int, filename: str, sha: str, top1: float) -> ModelSpec:
     return ModelSpec(f"resnet{depth}", f"resnet_cifar:{depth}", "akamaster_resnet_cifar10", filename, sha,
                      AKAMASTER + filename, top1, "akamaster/pytorch_resnet_cifar10 README", IMAGENET_NORM)
+
+
+def _torchvision(arch: str, filename: str, top1: float, interpolation: str = "bilinear") -> ModelSpec:
+    # torchvision publishes only the first 8 hex digits of each file's sha256, in its name
+    return ModelSpec(arch, f"imagenet:{arch}", "torchvision", filename, filename.rsplit("-", 1)[1].split(".")[0],
+                     TORCHVISION + filename, top1, "torchvision IMAGENET1K_V1, acc@1 on ILSVRC2012 val (optional: "
+                     "without the file the cells run seeded random weights for latency and size only)",
+                     IMAGENET_NORM, dataset="imagenet", input_size=224, num_classes=1000, resize_size=256,
+                     interpolation=interpolation, weights_optional=True)
 
 
 ZOO: dict[str, ModelSpec] = {
@@ -96,12 +118,23 @@ ZOO: dict[str, ModelSpec] = {
                            "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4", 93.10),
     "resnet56": _akamaster(56, "resnet56-4bfd9763.th",
                            "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367", 93.39),
+    "resnet50": _torchvision("resnet50", "resnet50-0676ba61.pth", 76.130),
+    "mobilenet_v2": _torchvision("mobilenet_v2", "mobilenet_v2-b0353104.pth", 71.878),
+    "efficientnet_b0": _torchvision("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692, "bicubic"),
 }
 
 
 def build_torch(spec: ModelSpec, weights: Path):
     """The fp32 PyTorch module (eval mode) carrying the published weights."""
     kind, _, arg = spec.builder.partition(":")
+    if kind == "imagenet":
+        import torch
+
+        from harness.models.imagenet import ARCHITECTURES
+
+        model = ARCHITECTURES[arg]()
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval()
     if kind == "resnet_cifar":
         from harness.models.resnet_cifar import load_akamaster
 

@@ -133,3 +133,35 @@ class EfficientNetB0(nn.Module):
 
 
 ARCHITECTURES = {"resnet50": ResNet50, "mobilenet_v2": MobileNetV2, "efficientnet_b0": EfficientNetB0}
+
+
+def seeded_state_dict(arch: str, images, seed: int = 0) -> dict:
+    """Weights for latency-only cells when no published file is given: He-normal (fan-out) convolutions and
+    linear layers from numpy's seeded generator (the same on every torch version), then each batch norm's
+    statistics taken from `images` (float32, NCHW), so every layer sees normalized activations as in a
+    trained net: no exploding ranges for fp16, no denormals, int8 ranges of a realistic shape."""
+    import numpy as np
+    import torch
+
+    model = ARCHITECTURES[arch]()
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, t in model.state_dict().items():
+        if t.ndim >= 2:
+            fan_out = t.shape[0] * int(np.prod(t.shape[2:]))
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_out), tuple(t.shape))
+        elif key.endswith(("running_var", "weight")):  # batch-norm scale and variance
+            value = np.ones(tuple(t.shape))
+        else:  # biases, running means, num_batches_tracked
+            value = np.zeros(tuple(t.shape))
+        state[key] = torch.from_numpy(value).to(t.dtype)
+    model.load_state_dict(state)
+    model.eval()  # dropout and stochastic depth off; only the batch norms gather statistics
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the statistics of exactly these images
+            m.train()
+    with torch.no_grad():
+        model(torch.from_numpy(np.ascontiguousarray(images)))
+    return model.eval().state_dict()
