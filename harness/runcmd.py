@@ -95,12 +95,22 @@ def cmd_run(args) -> int:
     cfg = run_config(args)
     prep = prepare(cfg.data_dir, cfg.may_download, cfg.models, cfg.settings, cfg.recipe, cfg.cache)
     console.print(f"run {cfg.out_dir}: {len(cfg.models)} models x {len(cfg.backends)} backends x "
-                  f"{len(cfg.precisions)} precisions, {prep.test['size']} test images, "
+                  f"{len(cfg.precisions)} precisions, {test_images(prep)}, "
                   f"{prep.calibration['size']} calibration images (recipe {cfg.recipe.name}), "
                   f"{cfg.settings.resolved_threads()} threads, timing x{cfg.settings.repeat}")
     cells = execute(cfg, [Arm("", cfg.recipe, prep)])
     console.print(summary(cells, f"{cfg.out_dir}"))
     return 0
+
+
+def test_images(prep) -> str:
+    """CIFAR-10's test count, and what each ImageNet-shaped model is measured on."""
+    cifar = any("test" not in t for t in prep.tensors.values())
+    out = [f"{prep.test['size']} test images"] if cifar else []
+    out += [f"{m}: {t['test']['size']} " + ("val images" if t["test"]["accuracy"] == "measured" else
+                                             f"timing images, accuracy {t['test']['accuracy']}")
+            for m, t in prep.tensors.items() if "test" in t]
+    return "; ".join(out)
 
 
 def _sweep_values(text: str, what: str, parse, allowed=None) -> list:
