@@ -110,6 +110,15 @@ def test_a_setting_a_backend_cannot_do_is_unsupported_not_ignored(backend, data_
         impl.build(src, "int8", tmp_path)
 
 
+def test_onnxruntime_refuses_the_calibration_flush_option_that_drops_ranges(data_dir, shared_cache, tmp_path):
+    """onnxruntime 1.32's MinMax calibrator clears flushed batches without merging their ranges."""
+    src = source_for("resnet20", data_dir, 10)
+    src.recipe = Recipe(name="flush", backend_options={"onnxruntime": {
+        "extra_options": {"CalibMaxIntermediateOutputs": 2}}})
+    with pytest.raises(Unsupported, match="discards each flushed batch"):
+        get_backend("onnxruntime").build(src, "int8", tmp_path)
+
+
 def test_onnxruntime_per_tensor_weights_have_one_scale(data_dir, shared_cache, tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
