@@ -78,11 +78,7 @@ class OnnxRuntimeBackend(Backend):
         r = src.recipe
         refuse(r, {"method": (("histogram",), "onnxruntime's quantize_static calibrates with MinMax, Entropy, "
                                              "Percentile or Distribution, not a torch-style histogram")})
-        if "CalibMaxIntermediateOutputs" in r.options(self.NAME).get("extra_options", {}):
-            # checked on onnxruntime 1.32 (resnet20, 3 batches, value 2): 37 of 71 activation scales came from
-            # the last batch only; with 1 it raises "No data is collected"
-            raise Unsupported(f"recipe {r.name!r} sets extra_options.CalibMaxIntermediateOutputs: onnxruntime's "
-                              "MinMax calibrator discards each flushed batch instead of merging its ranges")
+        _refuse_flush(r)
         pre = workdir / "preprocessed.onnx"
         quant_pre_process(str(fp32), str(pre))
         act = QuantType.QInt8 if precision == "int8" else QuantType.QUInt8
@@ -159,6 +155,14 @@ class OnnxRuntimeBackend(Backend):
         trt = {"device_id": 0, "trt_fp16_enable": precision == "fp16",
                "trt_int8_enable": precision in ("int8", "uint8"), "trt_engine_cache_enable": False}
         return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
+
+
+def _refuse_flush(recipe) -> None:
+    """Checked on onnxruntime 1.32 (resnet20, 3 batches, value 2): 37 of 71 activation scales came from the
+    last batch only; with 1 it raises "No data is collected"."""
+    if "CalibMaxIntermediateOutputs" in recipe.options(OnnxRuntimeBackend.NAME).get("extra_options", {}):
+        raise Unsupported(f"recipe {recipe.name!r} sets extra_options.CalibMaxIntermediateOutputs: onnxruntime's "
+                          "MinMax calibrator discards each flushed batch instead of merging its ranges")
 
 
 def _profile_placement(path: Path, providers: list, threads: int, wanted: str) -> dict:
