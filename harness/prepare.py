@@ -105,13 +105,14 @@ def imagenet_tensors(spec: ModelSpec, data_dir: Path, may_download: bool, settin
     crop = [pre.describe(), n, spec.resize_size, spec.interpolation]
     calibration, calib_x = _imagenet_calibration(spec, data_dir, recipe, cache, cifar["calib"], cifar_calibration)
     weights = spec.weights_path(data_dir, may_download)
+    published = weights is not None
     note = f"published weights {weights}"
-    if weights is None:
+    if not published:
         weights = seeded_weights(spec, cache, cifar["pool"])
         note = (f"seeded random weights (no {spec.subdir}/{spec.filename} in the data dir): He-normal, seed 0, "
                 "batch-norm statistics from 64 training images resized")
     val = data_dir / imagenet.VAL_DIR
-    if note.startswith("published") and val.is_dir():
+    if published and val.is_dir():
         files, labels = imagenet.val_files(val)
         limit = settings.test_limit or len(files)
         idx = imagenet.spread(len(files), limit) if limit < len(files) else np.arange(len(files))
@@ -124,14 +125,14 @@ def imagenet_tensors(spec: ModelSpec, data_dir: Path, may_download: bool, settin
             "test_x": imagenet.load_files([files[i] for i in idx], spec.resize_size, n, spec.interpolation),
             "test_y": labels[idx]})
     else:
-        missing = ("no ImageNet validation folder " + str(val) if note.startswith("published")
+        missing = ("no ImageNet validation folder " + str(val) if published
                    else "no published weights, the model runs seeded random weights")
         raw = imagenet.resized(cifar["test"][:TIMING_IMAGES], n)
         test = {"size": int(len(raw)), "sha256": array_sha256(raw), "accuracy": f"not measured: {missing}",
                 "source": f"CIFAR-10 test images 0-{len(raw) - 1} resized to {n}x{n} (timing inputs only)"}
         paths = _cached(cache, spec.name, "test", crop + [test["sha256"]],
                         {"test_x": raw, "test_y": np.full(len(raw), -1, np.int64)})
-    return {**paths, "calib_x": calib_x, "sha256": test["sha256"], "raw_test": True, "test": test,
+    return {**paths, "calib_x": calib_x, "sha256": test["sha256"], "test": test,
             "calibration": calibration, "accuracy_not_measured": missing, "weights": str(weights),
             "model_info": {"weights": weights.name, "weights_sha256": file_digest(weights), "weights_note": note}}
 

@@ -7,6 +7,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.tables import top1_text
+
 console = Console(stderr=True)
 if not console.is_terminal:
     console.width = 160  # logs and CI: do not squeeze the summary table into 80 columns
@@ -17,8 +19,8 @@ def cell_line(cell: dict) -> str:
         return f"{cell['status']}: {cell.get('reason')}"
     acc, lat = cell["accuracy"], cell["latency_ms"]
     thr = cell["throughput"][-1]
-    top1 = "not measured" if acc["top1"] is None else f"{acc['top1']:.2f}%"
-    return (f"top-1 {top1}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
+    unit = "" if acc["top1"] is None else "%"
+    return (f"top-1 {top1_text(cell)}{unit}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
             f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}")
 
 
@@ -60,8 +62,7 @@ def summary(cells: list[dict], title: str) -> Table:
     for c in cells:
         if c["status"] == "ok":
             thr = c["throughput"][-1]
-            top1 = c["accuracy"]["top1"]
-            nums = ("not measured" if top1 is None else f"{top1:.2f}", f"{c['size_bytes'] / 1e6:.3f}",
+            nums = (top1_text(c), f"{c['size_bytes'] / 1e6:.3f}",
                     f"{c['latency_ms']['p50']:.2f}", f"{thr['images_per_s']:.0f} @{thr['batch']}")
         else:
             nums = ("", "", "", "")

@@ -121,7 +121,6 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
         "may_download": cfg.may_download,
         "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"], "weights": t.get("weights"),
-                  "raw_test": t.get("raw_test", False),
                   "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
                   "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
                   "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', ref)}.pred.npz")},
@@ -186,7 +185,7 @@ def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
         record(job, "failed", python, {})
         return
     if python is None:  # cheap checks here save a process start; an env's worker checks for itself
-        reason = impl.why_not(job["precision"], cfg.target.device) or impl.model_reason(ZOO[job["model"]])
+        reason = impl.why_not(job["precision"], cfg.target.device, ZOO[job["model"]])
         if reason:
             record(job, "unsupported", reason, impl.versions())
             return

@@ -173,7 +173,7 @@ def per_class(cells: list[dict]) -> dict:
     for c in cells:
         ref = fp32_of(cells, c)
         if c["status"] != "ok" or ref is None or c is ref or c["accuracy"].get("n") != ref["accuracy"].get("n") \
-                or top1(c) is None:
+                or not c["accuracy"].get("per_class"):
             continue
         row = _plain(column(c), PRECISION_LABELS[c["precision"]])
         for q, f in zip(c["accuracy"]["per_class"], ref["accuracy"]["per_class"], strict=True):

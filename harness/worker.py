@@ -148,7 +148,8 @@ def test_inputs(job: dict):
     """The preprocessed test tensor, memory-mapped; ImageNet-shaped images are stored as uint8 crops and
     normalized slice by slice (as float32 a 50,000-image val set would be 30 GB)."""
     x = np.load(job["paths"]["test_x"], mmap_mode="r")
-    return Normalized(x, ZOO[job["model"]].preprocess) if job["paths"].get("raw_test") else x
+    spec = ZOO[job["model"]]
+    return Normalized(x, spec.preprocess) if spec.dataset == "imagenet" else x
 
 
 def save_predictions(path: Path, pred: np.ndarray) -> None:
@@ -173,7 +174,7 @@ def run(job: dict) -> CellResult:
     common = {k: job[k] for k in JOB_FIELDS}
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
-        reason = backend.why_not(job["precision"], job["device"]) or backend.model_reason(ZOO[job["model"]])
+        reason = backend.why_not(job["precision"], job["device"], ZOO[job["model"]])
         if reason:
             raise Unsupported(reason)
         fields = measure_cell(job, backend)

@@ -114,7 +114,7 @@ a = json.loads(sys.argv[1])
 spec = ZOO[a["model"]]
 backend = get_backend(a["backend"])
 try:
-    reason = backend.why_not(a["precision"], "cpu") or backend.model_reason(spec)
+    reason = backend.why_not(a["precision"], "cpu", spec)
     if reason:
         raise Unsupported(reason)
     src = Source(spec, Path(a["weights"]), np.load(a["calib"]), from_dict(a["recipe"]))
@@ -143,7 +143,7 @@ def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
     env = load_target("local").environment_of(backend)
     if env is None:
         impl = get_backend(backend)
-        reason = impl.why_not(precision, "cpu") or impl.model_reason(src.spec)
+        reason = impl.why_not(precision, "cpu", src.spec)
         if reason:
             pytest.skip(f"{backend} {precision}: {reason}")
         try:

@@ -107,10 +107,11 @@ class Backend:
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
 
-    def why_not(self, precision: str, device: str) -> str | None:
+    def why_not(self, precision: str, device: str, spec=None) -> str | None:
         """None if the cell can be tried here, else why not: the device first (no GPU here), then not
-        installed, then the precision."""
-        return self.device_reason(device) or self.probe().reason or self.precision_reason(precision, device)
+        installed, then the precision, then (given a zoo model's spec) the model."""
+        return (self.device_reason(device) or self.probe().reason or self.precision_reason(precision, device)
+                or (self.model_reason(spec) if spec is not None else None))
 
     def model_reason(self, spec) -> str | None:
         """Why this backend cannot build this zoo model at all (None: it can)."""
