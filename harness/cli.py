@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
-    rp.add_argument("--latest", action="store_true", help="when two runs have the same cell, keep the newest")
+    rp.add_argument("--strict", action="store_true", help="refuse two results for one cell (for publishing); "
+                    "by default the newest run's is shown and the older ones are listed as superseded")
+    rp.add_argument("--latest", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     return parser
 
 
@@ -219,7 +221,7 @@ def cmd_reproduce(args) -> int:
 def cmd_report(args) -> int:
     from harness.report import render
 
-    md, html = render([Path(d) for d in args.dirs], Path(args.out), latest=args.latest)
+    md, html = render([Path(d) for d in args.dirs], Path(args.out), strict=args.strict)
     print(f"wrote {md} and {html}")
     return 0
 

@@ -1,15 +1,17 @@
 """`harness compare RUN_A RUN_B`: per-cell verdicts with the noise measured in both runs.
 
-Batch-1 latency is compared with an interval per cell: the run-to-run Student-t interval when the run used
---repeat N (N fresh processes), else the 95% bootstrap interval of one process's median (loop noise only,
-so it understates run-to-run noise: re-run with --repeat 3 or more for a verdict you can trust). A change
-counts only when the intervals do not overlap AND the ratio passes the threshold.
+Batch-1 latency gets a verdict only when both runs used --repeat 3 or more: the run-to-run Student-t interval
+of N identical timing processes. One process's samples are correlated and miss process-to-process noise
+(about 30% on these VMs), so without it the latency verdict is `inconclusive`. A change counts only when
+the two intervals do not overlap AND the ratio passes the threshold.
 
 Accuracy must match exactly: every backend here computes the same artifact from the same inputs
 (calibration is deterministic: fixed images, no random sampling inside the quantizers used) and runs it
 with deterministic CPU kernels, so any change means the artifact, calibration or runtime changed.
-Identity fields (weights, calibration images, test set, every recipe key) must match, or the cell is
-refused naming the field; version changes are listed per cell.
+Identity fields (weights, calibration images, test set, every recipe key) and how the runs were measured
+(threads, batch sizes, warm-up, loop duration and count, test subset) must match, or the cell is refused
+naming the field; a different CPU model makes every latency verdict `inconclusive`; version changes are
+listed per cell.
 """
 
 from __future__ import annotations
@@ -30,16 +32,38 @@ IDENTITY = {  # field shown to the user -> how to read it from a cell
 }
 
 
-def _load(run_dir: Path) -> dict:
+MIN_REPEAT = 3  # timing processes per run before a latency verdict is given
+SETTINGS = ("warmup", "min_duration_s", "min_count", "test_limit")  # run settings that change the figures
+
+
+def _load(run_dir: Path) -> tuple[dict, dict]:
     if not (run_dir / "run.json").is_file():
         raise UserError(f"{run_dir}: no run.json; expected a run folder such as results/<target>/<run id>")
-    read_json(run_dir / "run.json", "run", RUN_SCHEMA_VERSION)
-    return {(c["model"], c["backend"], c["precision"], c.get("variant", "")): c for c in load_cells(run_dir)}
+    run = read_json(run_dir / "run.json", "run", RUN_SCHEMA_VERSION)
+    cells = {(c["model"], c["backend"], c["precision"], c.get("variant", "")): c for c in load_cells(run_dir)}
+    settings = (run.get("identity") or {}).get("settings") or {}
+    for c in cells.values():  # what compare_cell reads of the run: its measurement settings and CPU
+        c["_settings"] = {k: settings.get(k) for k in SETTINGS}
+        c["_cpu"] = ((run.get("environment") or {}).get("cpu") or {}).get("model")
+    return run, cells
+
+
+def measurement_differences(a: dict, b: dict) -> list[str]:
+    """How two cells were measured, field by field: a change makes their latencies incomparable."""
+    out = [f"run.{k}: {a['_settings'][k]!r} -> {b['_settings'][k]!r}" for k in SETTINGS
+           if a.get("_settings", {}).get(k) != b.get("_settings", {}).get(k)]
+    if a.get("threads") != b.get("threads"):
+        out.append(f"threads: {a.get('threads')} -> {b.get('threads')}")
+    batches = [[t["batch"] for t in c.get("throughput") or []] for c in (a, b)]
+    if a["status"] == b["status"] == "ok" and batches[0] != batches[1]:
+        out.append(f"throughput batch sizes: {batches[0]} -> {batches[1]}")
+    return out
 
 
 def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> dict:
-    differs = [name for name, get in IDENTITY.items() if get(a) != get(b)] + differences(a.get("recipe"),
-                                                                                          b.get("recipe"))
+    differs = ([name for name, get in IDENTITY.items() if get(a) != get(b)] + differences(a.get("recipe"),
+                                                                                           b.get("recipe"))
+               + measurement_differences(a, b))
     versions = sorted(k for k in set(a.get("versions", {})) | set(b.get("versions", {}))
                       if a.get("versions", {}).get(k) != b.get("versions", {}).get(k))
     out = {"identity_differs": differs, "versions_differ": [f"{k}: {a.get('versions', {}).get(k)} -> "
@@ -57,8 +81,11 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
     ratio = mb / ma
     overlap = not disjoint(iv_a, iv_b)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
+    why = latency_inconclusive(a, b)
     if acc_delta != 0:  # (None too: measured in one run only)
         verdict = "accuracy changed"
+    elif why and abs(ratio - 1) > threshold:
+        verdict, out["inconclusive"] = "inconclusive", why
     elif not overlap and ratio > 1 + threshold:
         verdict = "slower"
     elif not overlap and ratio < 1 - threshold:
@@ -70,8 +97,18 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
             "intervals_overlap": overlap, "interval_kind": [kind_a, kind_b], "throughput_ratio": thr_ratio}
 
 
+def latency_inconclusive(a: dict, b: dict) -> str | None:
+    """Why two cells' latencies cannot be called faster or slower (None: they can)."""
+    n = min((c.get("latency_interval") or {}).get("n", 1) for c in (a, b))
+    if n < MIN_REPEAT:
+        return f"latency needs --repeat {MIN_REPEAT} or more in both runs (run-to-run interval), got {n}"
+    if a.get("_cpu") != b.get("_cpu"):
+        return f"different CPU: {a.get('_cpu')} -> {b.get('_cpu')}"
+    return None
+
+
 def compare(run_a: Path, run_b: Path, threshold: float = 0.10, allow_identity: bool = False) -> dict:
-    a, b = _load(run_a), _load(run_b)
+    (_, a), (_, b) = _load(run_a), _load(run_b)
     cells = []
     for key in sorted(set(a) | set(b)):
         row = {"cell": "/".join(k for k in key if k)}
@@ -81,10 +118,12 @@ def compare(run_a: Path, run_b: Path, threshold: float = 0.10, allow_identity: b
             row.update(compare_cell(a[key], b[key], threshold, allow_identity))
         cells.append(row)
     regressions = [c for c in cells if c["verdict"] in ("slower", "accuracy changed", "status changed")]
-    overall = "regression" if regressions else ("same" if all(c["verdict"] == "same" for c in cells) else "changed")
+    verdicts = {c["verdict"] for c in cells}
+    overall = ("regression" if regressions else "same" if verdicts == {"same"} else
+               "inconclusive" if verdicts <= {"same", "inconclusive"} else "changed")
     return {"schema_version": 1, "run_a": str(run_a), "run_b": str(run_b), "threshold": threshold,
-            "interval": "batch-1 latency: run-to-run Student-t 95% interval with --repeat, else 95% bootstrap "
-                        "of one process's median",
+            "interval": f"batch-1 latency: run-to-run Student-t 95% interval (--repeat {MIN_REPEAT} or more in "
+                        "both runs, else inconclusive beyond the threshold)",
             "overall": overall, "cells": cells}
 
 
@@ -102,6 +141,7 @@ def markdown(result: dict) -> str:
         else:
             nums = [" -> ".join(c.get("status", [])) or "", "", "", ""]
         notes = "; ".join(c.get("identity_differs", []) + c.get("versions_differ", []) +
+                          ([c["inconclusive"]] if c.get("inconclusive") else []) +
                           ([f"only in {'B' if c.get('missing_in') == 'A' else 'A'}"] if c["verdict"] == "missing"
                            else []))
         lines.append(f"| {c['cell']} | {c['verdict']} | " + " | ".join(nums) + f" | {notes.replace('|', '/')} |")

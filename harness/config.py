@@ -197,9 +197,11 @@ def _environments(raw: dict, where: str, backends) -> tuple:
 
 def pick(requested: str | None, allowed: tuple[str, ...], universe, what: str) -> tuple[str, ...]:
     """Apply a --models/--backends/--precisions comma list to the target's own list."""
-    if not requested:
+    if requested is None:
         return allowed
     chosen = tuple(x.strip() for x in requested.split(",") if x.strip())
+    if not chosen:  # --models "" must not silently mean "the target's models"
+        raise UserError(f"--{what} {requested!r}: empty; expected a comma list of {', '.join(sorted(universe))}")
     for x in chosen:
         if x not in universe:
             raise UserError(f"--{what} {x!r}: unknown; expected one of {', '.join(sorted(universe))}")

@@ -28,19 +28,32 @@ def load_runs(dirs: list[Path]) -> list[dict]:
     return runs
 
 
-def merge(runs: list[dict], latest: bool) -> list[dict]:
-    """One cell per (target, model, backend, precision, variant); duplicates are an error unless --latest."""
+def merge(runs: list[dict], strict: bool = False) -> tuple[list[dict], dict]:
+    """One cell per (target, model, backend, precision, variant, recipe): the newest run's. Returns the cells
+    and a table of the superseded ones (listed in the report, so nothing is hidden). strict (for publishing):
+    two results for one cell are an error instead."""
     chosen: dict = {}
+    superseded = []
     for run in sorted(runs, key=lambda r: r.get("created", "")):
         for cell in run["cells"]:
             key = (cell["target"], cell["model"], cell["backend"], cell["precision"], cell.get("variant", ""),
                    recipe_group(cell))
-            if key in chosen and not latest:
+            if key in chosen:
                 shown = "/".join(k for k in key if k and k != "default")
-                raise UserError(f"two results for {shown}: {chosen[key]['_path']} and "
-                                f"{cell['_path']}; pass --latest to keep the newest run's")
+                if strict:
+                    raise UserError(f"two results for {shown}: {chosen[key]['_path']} and {cell['_path']}; "
+                                    "--strict wants one result per cell (drop a run, or render without --strict "
+                                    "to keep the newest)")
+                superseded.append(_plain_row(shown, chosen[key], cell))
             chosen[key] = cell
-    return list(chosen.values())
+    table = {"title": "Superseded results (an older run's cell, replaced by a newer run's)",
+             "header": ["Cell", "Older run", "Newer run (shown)"], "rows": superseded, "footnotes": []}
+    return list(chosen.values()), table
+
+
+def _plain_row(shown: str, old: dict, new: dict) -> list[dict]:
+    runs = (old.get("run_id", old["_path"]), new.get("run_id", new["_path"]))
+    return [{"text": t, "bold": False} for t in (shown, *runs)]
 
 
 def md_escape(text) -> str:
@@ -102,12 +115,12 @@ def _inline(path: Path) -> str:
     return svg[svg.index("<svg"):]
 
 
-def render(dirs: list[Path], out: Path, latest: bool = False) -> tuple[Path, Path]:
+def render(dirs: list[Path], out: Path, strict: bool = False) -> tuple[Path, Path]:
     import jinja2
 
     runs = load_runs(dirs)
-    cells = merge(runs, latest)
-    context = build(runs, cells, out)
+    cells, superseded = merge(runs, strict)
+    context = {**build(runs, cells, out), "superseded": superseded}
     loader = jinja2.FileSystemLoader(str(TEMPLATES))
     md_env = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
                                 trim_blocks=True, lstrip_blocks=True)

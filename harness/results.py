@@ -12,8 +12,10 @@ from harness.errors import UserError
 from harness.recipe import Recipe
 
 # Cell schema history: 1 = the first slice (no `variant`); 2 = adds `variant` ("" or "published");
-# 3 = adds `recipe` (every quantization setting) and `repeats` (per-process timing, see --repeat).
-CELL_SCHEMA_VERSION = 3
+# 3 = adds `recipe` (every quantization setting) and `repeats` (per-process timing, see --repeat);
+# 4 = `memory` (the worker's own build and run peaks), `import_s`/`export_s` apart from `quantize_s`, tie-aware
+#     accuracy (`accuracy.ties`, `top1_range`), `agree_ref`, p90/p99 null below 10/100 samples.
+CELL_SCHEMA_VERSION = 4
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
@@ -45,10 +47,14 @@ class CellResult:
     latency_samples_ms: list | None = None  # raw samples the statistics derive from
     throughput: list = field(default_factory=list)  # [{batch, images_per_s, samples_ms}]
     repeats: list = field(default_factory=list)  # one {latency_p50_ms, images_per_s, ...} per timing process
-    latency_interval: dict | None = None  # median of per-process p50s with its 95% interval (see measure)
+    latency_interval: dict | None = None  # mean of per-process p50s with its Student-t 95% interval (see measure)
     device_latency_ms: dict | None = None  # GPU only: {h2d, compute, d2h} batch-1 summaries (see worker)
-    peak_rss_bytes: int | None = None
-    quantize_s: float | None = None
+    memory: dict | None = None  # {build_peak_bytes, run_peak_bytes, accuracy_peak_bytes}: each process's VmHWM
+    peak_rss_bytes: int | None = None  # max(build, run) peak, kept for readers of schema 3
+    import_s: float | None = None  # importing the framework in the build process
+    export_s: float | None = None  # the shared fp32 ONNX export (as measured when it was made; see export_cached)
+    export_cached: bool | None = None
+    quantize_s: float | None = None  # conversion + calibration + quantization only
     versions: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
     duration_s: float | None = None
@@ -67,6 +73,9 @@ def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
     """Write atomically (temp file + fsync + link/rename). Without overwrite an existing file is kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600: a published results folder must be readable by others
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False, allow_nan=False)
@@ -108,7 +117,19 @@ def _v2_to_v3(cell: dict) -> dict:
     return {**cell, "recipe": recipe, "repeats": [], "latency_interval": None, "schema_version": 3}
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # version -> function returning the next version
+def _v3_to_v4(cell: dict) -> dict:
+    """Schema 3's peak_rss_bytes was getrusage's ru_maxrss (carried over from the runner on Linux) and its
+    quantize_s included imports and the ONNX export: kept as they were, with a note; the new fields are null."""
+    acc = cell.get("accuracy")
+    if acc:
+        acc = {**acc, "ties": None, "agree_ref": None}
+    note = ("schema 3: peak_rss_bytes is ru_maxrss, which includes the runner's own peak; quantize_s includes "
+            "imports and the ONNX export")
+    return {**cell, "accuracy": acc, "memory": {"build_peak_bytes": None, "run_peak_bytes": None, "note": note},
+            "import_s": None, "export_s": None, "export_cached": None, "schema_version": 4}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # version -> function returning the next version
 
 
 def migrate_cell(cell: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def _out_dir(args, target: str) -> Path:
         probe = probe.parent
     if not os.access(probe, os.W_OK) or not probe.is_dir():
         raise UserError(f"--out {out}: {probe} is not a writable directory")
+    try:  # access() says yes for root even where nothing can be made (e.g. /proc): try, leaving nothing behind
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".ptq-probe-"))
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create anything under {probe} ({exc.strerror})") from None
     return out
 
 

@@ -111,7 +111,9 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
     cells = cfg.out_dir / "cells"
     t = prep.tensors[model]
     stem = cell_stem(model, backend, precision, variant)
-    ref = arm.variant if variant == "published" else variant  # whose fp32 predictions agreement is against
+    # agreement is against the backend's own fp32 cell of this arm (variant "" in a plain run: a published
+    # artifact or another runtime of the backend is compared with the harness's fp32 too)
+    ref = None if (precision, variant) == ("fp32", arm.variant) else cell_stem(model, backend, "fp32", arm.variant)
     return {
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
         "precision": precision, "variant": variant, "calibration": t.get("calibration", prep.calibration),
@@ -119,11 +121,10 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
         "threads": cfg.settings.resolved_threads(), "model_info": {**ZOO[model].describe(), **t.get("model_info", {})},
         "settings": asdict(cfg.settings), "recipe": arm.recipe.to_dict(), "data_dir": str(cfg.data_dir),
         "may_download": cfg.may_download,
-        "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device,
+        "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device, "agree_ref": ref,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"], "weights": t.get("weights"),
                   "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
-                  "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz"),
-                  "fp32_pred": str(cells / f"{cell_stem(model, backend, 'fp32', ref)}.pred.npz")},
+                  "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz")},
     }
 
 

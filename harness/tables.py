@@ -58,7 +58,8 @@ def _text(cell: dict, metric: str) -> str:
         iv = cell.get("latency_interval") or {}
         if iv.get("n", 0) > 1:  # --repeat: mean of per-process medians ± the t half-width
             text = f"{iv['value_ms']:.3f} ±{iv['half_width_ms']:.3f}"
-        text += f" ({cell['latency_ms']['p90']:.2f})"
+        p90 = cell["latency_ms"].get("p90")
+        text += f" ({p90:.2f})" if p90 is not None else " (p90: <10 samples)"
     if metric == "throughput":
         text += f" @{max(t['batch'] for t in cell['throughput'])}"
     return text

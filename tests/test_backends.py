@@ -35,18 +35,31 @@ def test_cell_builds_and_keeps_accuracy(backend, precision, setup, tmp_path):
         assert size <= 0.35 * ref_size
 
 
-def test_unsupported_reasons_are_explanations():
-    for name in BACKENDS:
-        for reason in get_backend(name).UNSUPPORTED.values():
-            assert len(reason) > 40
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_declared_unsupported_reasons_are_what_cells_report(backend):
+    """A precision a backend declares impossible is refused with exactly that reason, before any work, on its
+    devices; and every declared precision is a real one."""
+    impl = BACKENDS[backend]
+    for device in impl.DEVICES:
+        table = impl.UNSUPPORTED if device == "cpu" else impl.UNSUPPORTED_ON.get(device, {})
+        assert set(table) <= set(PRECISIONS)
+        for precision, reason in table.items():
+            assert get_backend(backend, device).precision_reason(precision, device) == reason
+            if device == "cpu":
+                assert get_backend(backend).supports(precision, "cpu") == reason
 
 
 def test_gpu_devices_are_reported_unsupported():
     from harness.backends.base import cuda_device_present
 
     for name in BACKENDS:
-        reason = get_backend(name).supports("fp32", "cuda")
-        assert reason == "no CUDA device" if not cuda_device_present() else "not implemented yet" in reason
+        reason = get_backend(name).device_reason("cuda")
+        if not cuda_device_present():
+            assert reason == "no CUDA device"
+        elif "cuda" in BACKENDS[name].DEVICES:
+            assert reason is None
+        else:
+            assert reason == f"{name} runs on cpu only, not cuda"
 
 
 def test_tflite_resnet8_int8_is_at_most_30_percent_of_fp32(data_dir, shared_cache, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from harness.compare import compare
 from harness.errors import UserError
-from harness.measure import bootstrap_median_ci
+from harness.measure import block_bootstrap_median_ci
+from harness.results import migrate_cell
 from tests.conftest import run_cli
 
 FIX = Path(__file__).parent / "fixtures"
@@ -27,13 +28,61 @@ def test_a_run_against_itself_is_same_everywhere(tmp_path):
     assert "| resnet8/torch/fp32 | same |" in proc.stdout
 
 
-def test_slower_run_is_a_regression_with_exit_1():
-    result = compare(RUN_A, RUN_C)
+def _with_repeats(tmp_path: Path, run: Path, n: int, cpu: str | None = None) -> Path:
+    """A copy of a fixture run whose cells carry an n-process run-to-run interval (+-2% of their p50)."""
+    out = tmp_path / run.name
+    shutil.copytree(run, out)
+    for path in (out / "cells").glob("*.json"):
+        cell = migrate_cell(json.loads(path.read_text()))
+        if cell["status"] == "ok":
+            p50 = cell["latency_ms"]["p50"]
+            cell["latency_interval"] = {"value_ms": p50, "low_ms": p50 * 0.98, "high_ms": p50 * 1.02,
+                                        "half_width_ms": p50 * 0.02, "n": n, "method": "test"}
+        path.write_text(json.dumps(cell))
+    if cpu:
+        manifest = json.loads((out / "run.json").read_text())
+        manifest["environment"]["cpu"]["model"] = cpu
+        (out / "run.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_slower_run_is_a_regression_with_exit_1(tmp_path):
+    a, c = _with_repeats(tmp_path / "a", RUN_A, 3), _with_repeats(tmp_path / "c", RUN_C, 3)
+    result = compare(a, c)
     assert result["overall"] == "regression"
-    assert {c["verdict"] for c in result["cells"]} == {"slower"}
-    assert all(c["latency_ratio"] == pytest.approx(2.0) for c in result["cells"])
-    assert run_cli("compare", str(RUN_A), str(RUN_C)).returncode == 1
-    assert compare(RUN_C, RUN_A)["overall"] == "changed"  # faster is not a regression
+    assert {v["verdict"] for v in result["cells"]} == {"slower"}
+    assert all(v["latency_ratio"] == pytest.approx(2.0) for v in result["cells"])
+    assert run_cli("compare", str(a), str(c)).returncode == 1
+    assert compare(c, a)["overall"] == "changed"  # faster is not a regression
+
+
+@pytest.mark.parametrize("n, cpu, why", [(1, None, "needs --repeat 3"), (2, None, "got 2"),
+                                         (3, "Other CPU", "different CPU: Example CPU -> Other CPU")])
+def test_latency_without_enough_identical_processes_is_inconclusive(tmp_path, n, cpu, why):
+    """Within-process samples miss process-to-process noise: a 2x change is not called without --repeat 3."""
+    a, c = _with_repeats(tmp_path / "a", RUN_A, n), _with_repeats(tmp_path / "c", RUN_C, n, cpu)
+    result = compare(a, c)
+    assert result["overall"] == "inconclusive" and {v["verdict"] for v in result["cells"]} == {"inconclusive"}
+    assert all(why in v["inconclusive"] for v in result["cells"])
+    assert run_cli("compare", str(a), str(c)).returncode == 0
+
+
+def test_measurement_settings_must_match(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(RUN_A, run)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["identity"]["settings"]["min_count"] = 50
+    (run / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"run.min_count: 10 -> 50 differs"):
+        compare(RUN_A, run)
+    path = run / "cells" / "resnet8__torch__fp32.json"
+    cell = json.loads(path.read_text())
+    cell["throughput"][0]["batch"] = 32
+    cell["threads"] = 4
+    path.write_text(json.dumps(cell))
+    row = next(v for v in compare(RUN_A, run, allow_identity=True)["cells"] if v["cell"] == "resnet8/torch/fp32")
+    assert "threads: 2 -> 4" in row["identity_differs"]
+    assert "throughput batch sizes: [64] -> [32]" in row["identity_differs"]
 
 
 def _copy_with(tmp_path: Path, edit) -> Path:
@@ -74,12 +123,23 @@ def test_missing_cells(tmp_path):
     assert cells["resnet8/torch/int8"]["verdict"] == "missing" and cells["resnet8/torch/int8"]["missing_in"] == "B"
 
 
-def test_bootstrap_interval_of_the_median():
+def test_block_bootstrap_interval_of_the_median():
     rng = np.random.default_rng(1)
     small, large = rng.normal(1.0, 0.1, 50), rng.normal(1.0, 0.1, 5000)
-    m, lo, hi = bootstrap_median_ci(small)
+    m, lo, hi = block_bootstrap_median_ci(small)
     assert lo <= m <= hi and hi - lo > 0
-    _, lo2, hi2 = bootstrap_median_ci(large)
+    _, lo2, hi2 = block_bootstrap_median_ci(large)
     assert (hi2 - lo2) < (hi - lo) / 3  # ~1/sqrt(n): 100x the samples, ~10x narrower
-    assert bootstrap_median_ci(small) == (m, lo, hi)  # seeded: reproducible
-    assert bootstrap_median_ci([2.0] * 10) == (2.0, 2.0, 2.0)
+    assert block_bootstrap_median_ci(small) == (m, lo, hi)  # seeded: reproducible
+    assert block_bootstrap_median_ci([2.0] * 10) == (2.0, 2.0, 2.0)
+
+
+def test_block_bootstrap_sees_correlated_samples():
+    """Slow drifts (frequency, a noisy neighbour) make consecutive samples alike: the same values in a slowly
+    wandering order must give a wider interval than shuffled, where resampling singles would not notice."""
+    rng = np.random.default_rng(2)
+    drift = np.repeat(rng.normal(1.0, 0.1, 40), 50)  # 40 regimes of 50 calls each
+    samples = drift + rng.normal(0, 0.01, len(drift))
+    _, lo, hi = block_bootstrap_median_ci(samples)
+    _, lo_s, hi_s = block_bootstrap_median_ci(rng.permutation(samples))
+    assert hi - lo > 2 * (hi_s - lo_s)

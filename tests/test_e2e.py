@@ -22,7 +22,7 @@ FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0
 LOCAL = load_target("local")
 BACKENDS = LOCAL.backends  # what `harness run` runs by default
 FIELDS = ("schema_version", "target", "model", "backend", "precision", "status", "reason", "size_bytes",
-          "peak_rss_bytes", "quantize_s")
+          "peak_rss_bytes", "memory", "import_s", "export_s", "quantize_s")
 
 
 def _cells(out):
@@ -63,7 +63,8 @@ def test_every_cell_has_a_status_and_the_fixed_fields(run1, env_unavailable):
             assert c["reason"]
             continue
         acc = c["accuracy"]
-        assert len(acc["per_class"]) == 10 and acc["top5"] >= acc["top1"] and acc["agree_fp32"] > 90
+        assert len(acc["per_class"]) == 10 and acc["top5"] >= acc["top1"]
+        assert acc["ties"]["top1"] >= 0 and acc["top1_range"][0] <= acc["top1"] <= acc["top1_range"][1]
         assert set(c["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std", "n"} and c["latency_ms"]["n"] >= 10
         assert len(c["latency_samples_ms"]) == c["latency_ms"]["n"]
         assert c["throughput"][0]["batch"] == 64 and c["throughput"][0]["images_per_s"] > 0
@@ -81,6 +82,40 @@ def test_fp32_is_identical_across_runtimes_and_int8_is_close_and_small(run1, env
         if c["status"] == "ok" and precision in ("int8", "uint8"):
             assert abs(c["accuracy"]["top1"] - fp32[backend]) <= 1.0
             assert c["size_bytes"] <= 0.35 * cells[(backend, "fp32")]["size_bytes"], (backend, precision)
+
+
+def test_agreement_is_against_the_backends_own_fp32_predictions(run1, env_unavailable):
+    for (backend, precision), c in _cells(run1).items():
+        if c["status"] != "ok":
+            continue
+        if precision == "fp32":  # the reference itself
+            assert c["accuracy"]["agree_fp32"] is None and c["accuracy"]["agree_ref"].startswith("self")
+            continue
+        with np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, precision)}.pred.npz") as q, \
+                np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, 'fp32')}.pred.npz") as f:
+            expected = float((q["top1"] == f["top1"]).mean() * 100)
+        assert c["accuracy"]["agree_fp32"] == pytest.approx(expected, abs=1e-4), (backend, precision)
+
+
+def test_memory_and_build_times_are_each_cells_own(run1, env_unavailable):
+    """Each figure comes from the cell's own processes: no two backends share a memory figure (they used to:
+    ru_maxrss carried the runner's peak into every worker); the run phase never imported the converters."""
+    cells = {k: c for k, c in _cells(run1).items() if c["status"] == "ok"}
+    runs = {}
+    for (backend, precision), c in cells.items():
+        mem = c["memory"]
+        assert c["peak_rss_bytes"] == max(mem["build_peak_bytes"], mem["run_peak_bytes"])
+        runs.setdefault(mem["run_peak_bytes"], set()).add(backend)
+        assert c["import_s"] > 0 and c["quantize_s"] >= 0, (backend, precision)
+    assert all(len(backends) == 1 for backends in runs.values()), runs
+    ort = cells[("onnxruntime", "fp32")]
+    assert ort["memory"]["run_peak_bytes"] < 400e6  # onnxruntime alone: torch is imported only to export
+    assert ort["memory"]["build_peak_bytes"] > ort["memory"]["run_peak_bytes"]
+    # the shared ONNX export is made once and reported with the same figure by every cell that uses it
+    exports = {c["export_s"] for (b, _), c in cells.items() if b in ("onnxruntime", "openvino")}
+    assert len(exports) == 1 and next(iter(exports)) > 0
+    # an fp32 onnxruntime artifact is a copy of the export; its int8 one is calibrated: quantize_s says so
+    assert ort["quantize_s"] < 0.5 < cells[("onnxruntime", "int8")]["quantize_s"]
 
 
 def test_run_manifest_records_the_environment(run1):
@@ -157,6 +192,6 @@ def test_report_of_a_real_run_equals_its_json(run1, tmp_path):
     assert shown("Size on disk (MB)", "UInt8", "ONNX Runtime") == f"{ort_uint8['size_bytes'] / 1e6:.3f}"
     lat = ov_int8["latency_ms"]
     assert shown(METRICS["latency"][0], "Int8 (static)", "OpenVINO") == \
-        f"{lat['p50']:.2f} ({lat['p90']:.2f})"
+        (f"{lat['p50']:.2f} ({lat['p90']:.2f})" if lat["p90"] is not None else f"{lat['p50']:.2f} (p90: <10 samples)")
     thr = ort_uint8["throughput"][0]["images_per_s"]
     assert shown("Throughput (images/s at the largest batch)", "UInt8", "ONNX Runtime") == f"{thr:.0f} @64"

@@ -162,7 +162,12 @@ def test_run_without_imagenet_data_measures_latency_and_says_why(data_dir, tmp_p
     ort = cells["mobilenet_v2__onnxruntime__uint8"]
     assert ort["status"] == "ok" and ort["accuracy"]["top1"] is None and ort["latency_ms"]["p50"] > 0
     assert ort["accuracy"]["not_measured"].startswith("no published weights") and ort["accuracy"]["agree_n"] == 256
-    assert 0 <= ort["accuracy"]["agree_fp32"] <= 100 and ort["model_info"]["weights"].startswith("mobilenet_v2-seed0")
+    with np.load(out / "cells" / "mobilenet_v2__onnxruntime__uint8.pred.npz") as q, \
+            np.load(out / "cells" / "mobilenet_v2__onnxruntime__fp32.pred.npz") as f:
+        agree = float((q["top1"] == f["top1"]).mean() * 100)
+    assert ort["accuracy"]["agree_fp32"] == pytest.approx(agree) and ort["accuracy"]["agree_ref"] == \
+        "mobilenet_v2__onnxruntime__fp32"
+    assert ort["model_info"]["weights"].startswith("mobilenet_v2-seed0")
     assert cells["mobilenet_v2__tflite__fp32"]["reason"].startswith("no Keras twin of mobilenet_v2")
     report = run_cli("report", str(out), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from harness.reproduce import run_args
@@ -32,8 +33,14 @@ def test_repeat_gives_each_cell_a_run_to_run_interval(repeated):
         assert cell["status"] == "ok", cell["reason"]
         assert len(cell["repeats"]) == 2 and cell["latency_interval"]["n"] == 2
         iv = cell["latency_interval"]
-        assert iv["low_ms"] <= iv["value_ms"] <= iv["high_ms"] and "Student-t" in iv["method"]
-        assert {r["size_bytes"] for r in cell["repeats"]} == {cell["size_bytes"]}  # rebuilt identically
+        p50s = [float(np.median(r["latency_samples_ms"])) for r in cell["repeats"]]
+        assert [r["latency_p50_ms"] for r in cell["repeats"]] == pytest.approx(p50s)
+        # mean of the two processes' medians, half-width t(0.975, 1 df) * s / sqrt(2)
+        assert iv["value_ms"] == pytest.approx(np.mean(p50s))
+        assert iv["half_width_ms"] == pytest.approx(12.706 * np.std(p50s, ddof=1) / np.sqrt(2))
+        assert iv["high_ms"] - iv["low_ms"] == pytest.approx(2 * iv["half_width_ms"]) and "Student-t" in iv["method"]
+        assert cell["latency_samples_ms"] == cell["repeats"][0]["latency_samples_ms"]  # the first process's
+        assert {r["size_bytes"] for r in cell["repeats"]} == {cell["size_bytes"]}
         assert cell["recipe"]["name"] == "minmax-per-tensor-1000" and cell["recipe"]["calibration_size"] == 100
 
 

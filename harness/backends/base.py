@@ -14,6 +14,30 @@ import numpy as np
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+class Session:
+    """What load() returns: one runtime instance for one input shape, never shared with another shape (torch.ao's
+    oneDNN kernels, OpenVINO's compiled shapes and TensorRT's profiles are all tuned to the first shape seen).
+
+    The timed region is run() alone, on the input prepare() made once outside the loop, and it ends when the
+    runtime's own output is readable on the host. finish() (dequantize, copy, cast to float32 logits) is
+    outside it. README "What is timed" lists, per backend, what run() does."""
+
+    config: dict = {}  # the runtime's configuration as read back after compiling (threads, hint, ...)
+
+    def prepare(self, x: np.ndarray) -> Any:
+        """The runtime's input (layout, dtype, quantized I/O, shared-memory tensor): made outside the timing."""
+        return x
+
+    def run(self, inp: Any) -> Any:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def finish(self, out: Any) -> np.ndarray:
+        return np.asarray(out, np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.finish(self.run(self.prepare(x)))
+
+
 def cuda_device_present() -> bool:
     """An NVIDIA driver with a device node; checked without importing any framework."""
     return Path("/dev/nvidiactl").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
@@ -44,7 +68,8 @@ class Artifact:
     path: Path  # the file (or main file) a deployment would ship
     files: tuple[Path, ...]  # everything counted in size_bytes
     details: dict = field(default_factory=dict)  # how it was converted/quantized, recorded in the cell
-    handle: Any = None  # an in-process object load() may reuse (e.g. a quantized torch module)
+    # the Source it was built from: a torch artifact is a state_dict, so load() rebuilds the module around it
+    src: Any = None
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
@@ -58,6 +83,8 @@ class Backend:
     MODULE = ""  # import name probed without importing it
     PACKAGES: tuple[str, ...] = ()  # distributions whose versions are recorded
     EXTRA = ""  # pip extra that installs it
+    # modules a build imports, timed apart as import_s so that quantize_s is the conversion alone
+    IMPORTS: tuple[str, ...] = ()
     UNSUPPORTED: dict[str, str] = {}  # precision -> reason, known without trying
     # recipe [backends.<NAME>] options: name -> (type or tuple of allowed values, what it does); checked on load
     OPTIONS: dict[str, tuple[type | tuple, str]] = {}
@@ -65,10 +92,6 @@ class Backend:
     UNSUPPORTED_ON: dict[str, dict[str, str]] = {}  # device -> precision -> reason, for devices other than cpu
     # device -> extra cell variants besides the default one (e.g. onnxruntime's TensorRT execution provider)
     VARIANTS: dict[str, dict[str, str]] = {}
-
-    # False in a --repeat timing process: load() then skips what only the cell's record needs (e.g. a
-    # profiled session), so repeats time the same thing without paying for it again
-    record_details = True
 
     def __init__(self, device: str = "cpu", variant: str = ""):
         # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind
@@ -121,5 +144,12 @@ class Backend:
         """Wrap an artifact published with the model (e.g. MLPerf's .tflite) so it runs as its own cell."""
         raise Unsupported(f"{self.NAME} cannot load published artifacts")
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:  # pragma: no cover - protocol
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:  # pragma: no cover
+        """A fresh runtime instance from the artifact on disk. batch: the one shape it will run (a static shape
+        or profile where the runtime has one); None for the accuracy pass, which sees a short last batch."""
         raise NotImplementedError
+
+    def inspect(self, session: Session, artifact: Artifact) -> dict:
+        """What only the record needs (e.g. a profiled placement run), asked of the accuracy pass's instance
+        after it ran, never of a timed one."""
+        return {}

@@ -8,7 +8,9 @@ import contextlib
 import warnings
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, Unsupported
+import numpy as np
+
+from harness.backends.base import Artifact, Backend, Session, Unsupported
 
 CALIB_BATCH = 100
 
@@ -18,6 +20,7 @@ class IpexBackend(Backend):
     MODULE = "intel_extension_for_pytorch"
     PACKAGES = ("intel-extension-for-pytorch", "torch")
     EXTRA = "ipex"
+    IMPORTS = ("torch", "intel_extension_for_pytorch")
     UNSUPPORTED = {
         "uint8": "IPEX static quantization already uses uint8 activations with int8 weights "
                  "(default_static_qconfig_mapping, see the int8 cell); there is no other activation type",
@@ -48,8 +51,8 @@ class IpexBackend(Backend):
                 traced(example)  # the first calls run the graph-fusion passes
         path = workdir / "model.pt"
         torch.jit.save(traced, str(path))
-        details["autocast"] = str(dtype) if dtype else None
-        return Artifact(path, (path,), details, handle=(traced, precision))
+        details.update(autocast=str(dtype) if dtype else None, precision=precision)
+        return Artifact(path, (path,), details)
 
     @staticmethod
     def _quantize(model, src, example, precision):
@@ -76,18 +79,36 @@ class IpexBackend(Backend):
             "activations": "uint8 per-tensor affine (HistogramObserver)", "weights": "int8 per-channel symmetric",
             "calibration_method": "histogram (IPEX default static qconfig)", **recipe_details}
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
+        """torch.jit.load of the saved frozen module, as IPEX deploys it: a fresh graph executor whose fusion
+        passes run on the first calls of this instance's own shape (the warm-up)."""
+        import intel_extension_for_pytorch  # noqa: F401 - registers IPEX's ops before the graph is loaded
         import torch
 
         torch.set_num_threads(threads)
-        traced, precision = artifact.handle
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.half}.get(precision)
+        module = torch.jit.load(str(artifact.path))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.half}.get(artifact.details["precision"])
+        return IpexSession(module, dtype)
 
-        def predict(x):
-            with torch.no_grad(), _autocast(dtype):
-                return traced(torch.from_numpy(x)).float().numpy()
 
-        return predict
+class IpexSession(Session):
+    """run(): the frozen TorchScript module under no_grad (and autocast for bf16/fp16); the output tensor."""
+
+    def __init__(self, module, dtype):
+        import torch
+
+        self.module, self.dtype, self.torch = module, dtype, torch
+        self.config = {"intra_op_threads": torch.get_num_threads(), "autocast": str(dtype) if dtype else None}
+
+    def prepare(self, x):
+        return self.torch.from_numpy(np.ascontiguousarray(x, np.float32))
+
+    def run(self, inp):
+        with self.torch.no_grad(), _autocast(self.dtype):
+            return self.module(inp)
+
+    def finish(self, out):
+        return out.float().numpy()
 
 
 def _autocast(dtype):

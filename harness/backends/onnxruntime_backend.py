@@ -11,9 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, Unsupported, refuse
+import numpy as np
+
+from harness.backends.base import Artifact, Backend, Session, Unsupported, refuse
 
 CALIB_BATCH = 100
+BATCH_DIM = "batch"  # the export's dynamic batch axis (Source.onnx_path), kept by ORT's and NNCF's quantizers
 METHODS = {None: "MinMax", "minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 PROVIDERS = {("cpu", ""): "CPUExecutionProvider", ("cuda", ""): "CUDAExecutionProvider",
              ("cuda", "trt-ep"): "TensorrtExecutionProvider"}
@@ -24,6 +27,7 @@ class OnnxRuntimeBackend(Backend):
     MODULE = "onnxruntime"
     PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnx")
     EXTRA = "onnxruntime"
+    IMPORTS = ("torch", "onnx", "onnxruntime", "onnxruntime.quantization")  # torch: the shared ONNX export
     UNSUPPORTED = {
         "bf16": "onnxruntime's CPU execution provider has no bfloat16 Conv/Gemm kernels",
     }
@@ -110,34 +114,42 @@ class OnnxRuntimeBackend(Backend):
                 "weights": "uint8 per-tensor", "activations": "uint8, quantized at run time",
                 "note": "Conv becomes ConvInteger (no fused fast path on CPU), so expect it slower than fp32"}
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
+        """A new InferenceSession; with a batch, the export's dynamic "batch" axis is fixed to it
+        (add_free_dimension_override_by_name), so ORT plans one static shape as for a deployment."""
+        opts = _options(threads)
+        if batch is not None:
+            opts.add_free_dimension_override_by_name(BATCH_DIM, batch)
+        providers = self._providers(artifact.details.get("precision", "fp32"))
+        sess = self._session(artifact.path, opts, providers)
+        session = OrtSession(sess)
+        if self.device == "cuda":
+            session.stages = lambda x: _cuda_stages(sess, x)
+        return session
+
+    def _session(self, path: Path, opts, providers: list):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opt_path = artifact.path.with_suffix(".optimized.onnx")
-        opts.optimized_model_filepath = str(opt_path)
-        providers = self._providers(artifact.details.get("precision", "fp32"))
-        sess = ort.InferenceSession(str(artifact.path), opts, providers=providers)
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if sess.get_providers()[0] != wanted:  # ORT falls back to the CPU EP silently when a provider fails
             raise Unsupported(f"{wanted} could not be created (session providers: {sess.get_providers()}); "
                               "see the cell log for onnxruntime's own message")
-        artifact.details["providers"] = sess.get_providers()
-        if self.record_details:
-            artifact.details["runtime_graph"] = _op_counts(opt_path)
-            artifact.details["placement"] = _profile_placement(artifact.path, providers, threads, wanted)
+        return sess
+
+    def inspect(self, session: Session, artifact: Artifact) -> dict:
+        """The graph ORT runs after its fusions (op counts) and which provider ran each node (a profiled run):
+        both from separate sessions, so no timed session is ever profiled."""
+        providers = self._providers(artifact.details.get("precision", "fp32"))
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        opts = _options(session.config["intra_op_threads"])
+        opt_path = artifact.path.with_suffix(".optimized.onnx")
+        opts.optimized_model_filepath = str(opt_path)
+        self._session(artifact.path, opts, providers)
+        graph = _op_counts(opt_path)
         opt_path.unlink(missing_ok=True)
-        name = sess.get_inputs()[0].name
-
-        def predict(x):
-            return sess.run(None, {name: x})[0]
-
-        if self.device == "cuda":
-            predict.stages = lambda x: _cuda_stages(sess, x)
-        return predict
+        return {"runtime_graph": graph, "placement": _profile_placement(artifact.path, providers,
+                                                                        session.config["intra_op_threads"], wanted)}
 
     def _providers(self, precision: str) -> list:
         import onnxruntime as ort
@@ -157,6 +169,35 @@ class OnnxRuntimeBackend(Backend):
         return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
 
 
+def _options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+class OrtSession(Session):
+    """run(): InferenceSession.run with the input feed (name -> float32 array) built once outside the loop."""
+
+    def __init__(self, sess):
+        self.sess = sess
+        self.inp, self.out = sess.get_inputs()[0], [sess.get_outputs()[0].name]
+        o = sess.get_session_options()
+        self.config = {"providers": sess.get_providers(), "intra_op_threads": o.intra_op_num_threads,
+                       "inter_op_threads": o.inter_op_num_threads,
+                       "graph_optimization_level": str(o.graph_optimization_level).split(".")[-1],
+                       "execution_mode": str(o.execution_mode).split(".")[-1], "input_shape": list(self.inp.shape)}
+
+    def prepare(self, x):
+        return {self.inp.name: np.ascontiguousarray(x, np.float32)}
+
+    def run(self, feed):
+        return self.sess.run(self.out, feed)[0]
+
+
 def _refuse_flush(recipe) -> None:
     """Checked on onnxruntime 1.32 (resnet20, 3 batches, value 2): 37 of 71 activation scales came from the
     last batch only; with 1 it raises "No data is collected"."""
@@ -167,7 +208,6 @@ def _refuse_flush(recipe) -> None:
 
 def _profile_placement(path: Path, providers: list, threads: int, wanted: str) -> dict:
     """One profiled batch-1 run in a separate session (profiling slows every run, so never the timed one)."""
-    import numpy as np
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,16 +27,39 @@ class Source:
     calib: np.ndarray  # preprocessed calibration images, in the model's input layout
     recipe: Recipe = field(default_factory=Recipe)  # how to quantize; backends honour it or say they cannot
     _model: object = field(default=None, repr=False)
+    # seconds of work inside build() that is not quantization (the ONNX export, OpenVINO's IR copy), kept apart
+    # so that quantize_s is conversion + calibration + quantization only
+    timers: dict = field(default_factory=dict)
+    timed_batches: tuple[int, ...] = (1,)  # batch sizes the run times (TensorRT builds a profile for each)
+    export_record: dict | None = None  # {export_s, cached}: the shared ONNX export's cost, once per weights
+
+    @contextmanager
+    def aside(self, what: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timers[what] = self.timers.get(what, 0.0) + time.perf_counter() - t0
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
         return (batch, *self.calib.shape[1:])
 
     def torch_model(self):
-        """A fresh fp32 module each call (quantization flows mutate or wrap it)."""
-        return build_torch(self.spec, self.weights)
+        """A fresh fp32 module each call (quantization flows mutate or wrap it); logits out (see
+        ModelSpec.ends_in_softmax)."""
+        model = build_torch(self.spec, self.weights)
+        if self.spec.ends_in_softmax:
+            import torch
+
+            model.softmax = torch.nn.Identity()
+        return model
 
     def onnx_path(self) -> Path:
         """One fp32 ONNX export per (weights, torch version, opset), shared by onnxruntime and openvino."""
+        with self.aside("export"):
+            return self._onnx_path()
+
+    def _onnx_path(self) -> Path:
         import torch
 
         from harness.data.download import file_digest
@@ -41,18 +67,23 @@ class Source:
         # named by the weight file's digest: an ImageNet model may run published or seeded random weights
         name = f"{self.spec.name}-{file_digest(self.weights)[:12]}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
         path = cache_dir() / "onnx" / name
-        if path.is_file():
+        meta = path.with_suffix(".json")  # how long the export took when it was made: export_s is the same
+        if path.is_file() and meta.is_file():  # figure whether or not this cell found it in the cache
+            self.export_record = {**json.loads(meta.read_text()), "cached": True}
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
             # The TorchScript exporter writes one self-contained file with a dynamic batch axis; the dynamo
             # exporter (torch's default) splits weights into external data and cannot target opset 17.
             torch.onnx.export(self.torch_model(), (torch.zeros(self.input_shape()),), str(tmp),
                               input_names=["x"], output_names=["logits"], opset_version=ONNX_OPSET,
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+            self.export_record = {"export_s": round(time.perf_counter() - t0, 4), "cached": False}
         os.replace(tmp, path)
+        meta.write_text(json.dumps({"export_s": self.export_record["export_s"]}))
         return path
 
     def calib_batches(self, batch: int):

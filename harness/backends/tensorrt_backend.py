@@ -18,10 +18,12 @@ import json
 import time
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, Probe, Unsupported, refuse
+import numpy as np
+
+from harness.backends.base import Artifact, Backend, Probe, Session, Unsupported, refuse
 from harness.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-MAX_BATCH = 256  # one optimization profile: min 1, opt 1 (the batch-1 latency NVIDIA's tables quote), max 256
+MAX_BATCH = 256  # the accuracy pass's dynamic profile goes up to this batch
 # substrings of a TensorRT data type description -> precision name; bf16 before "float", which it contains
 DTYPES = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"),
           ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"), ("int32", "int32"), ("int64", "int64"),
@@ -52,11 +54,14 @@ class TensorRtBackend(Backend):
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         onnx_path, details = self.onnx_for(src, precision, workdir)
-        plan, build_s, layers = build_engine(onnx_path)
+        batches = sorted(set(src.timed_batches))
+        plan, build_s, layers = build_engine(onnx_path, batches)
         path = workdir / f"model-{precision}.engine"
         path.write_bytes(plan)
+        # profile i is static at batches[i] (each timed batch gets kernels tuned for it); the last one is dynamic
+        # (min 1, opt and max MAX_BATCH) for the accuracy pass's batches
         return Artifact(path, (path,), {**details, "engine_build_s": round(build_s, 3), "layers": layers,
-                                        "profile": f"batch min 1, opt 1, max {MAX_BATCH}"})
+                                        "profiles": [*batches, f"1..{MAX_BATCH}"]})
 
     def onnx_for(self, src, precision: str, workdir: Path) -> tuple[Path, dict]:
         """The ONNX file the engine is built from (runs on the CPU: this is the part tests check without a GPU)."""
@@ -83,17 +88,19 @@ class TensorRtBackend(Backend):
         return out, {**details, "quantization": "explicit QDQ (onnxruntime quantize_static, symmetric int8)",
                      "format": "TensorRT plan from the QDQ ONNX (strongly typed)"}
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         import tensorrt as trt
 
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(artifact.path.read_bytes())
         if engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {artifact.path.name}")
-        return _engine_predict(engine, engine.create_execution_context())
+        profiles = artifact.details["profiles"]
+        index = profiles.index(batch) if batch in profiles else len(profiles) - 1
+        return EngineSession(engine, index, profiles[index])
 
 
-def build_engine(onnx_path: Path) -> tuple[bytes, float, dict]:
+def build_engine(onnx_path: Path, batches: list[int]) -> tuple[bytes, float, dict]:
     """(serialized plan, build seconds, per-layer precision summary)."""
     import tensorrt as trt
 
@@ -107,11 +114,12 @@ def build_engine(onnx_path: Path) -> tuple[bytes, float, dict]:
         raise RuntimeError(f"TensorRT's ONNX parser refused {onnx_path.name}: {'; '.join(errors[:3])}")
     config = builder.create_builder_config()
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # so the inspector reports per-layer types
-    profile = builder.create_optimization_profile()
     inp = network.get_input(0)
     rest = tuple(inp.shape)[1:]
-    profile.set_shape(inp.name, (1, *rest), (1, *rest), (MAX_BATCH, *rest))
-    config.add_optimization_profile(profile)
+    for lo, opt, hi in [(b, b, b) for b in batches] + [(1, MAX_BATCH, MAX_BATCH)]:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - t0
@@ -172,48 +180,60 @@ def qdq_problems(model) -> list[str]:
     return problems
 
 
-def _engine_predict(engine, context) -> Predict:
-    """Device buffers per batch shape (torch CUDA tensors), all work on torch's current stream."""
-    import tensorrt as trt
-    import torch
+class EngineSession(Session):
+    """One execution context on one optimization profile; device buffers per input shape (torch CUDA tensors),
+    all work on torch's current stream. run(): host-to-device copy, execute, device-to-host copy."""
 
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-    out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-    buffers: dict[tuple, tuple] = {}
+    def __init__(self, engine, profile: int, batch):
+        import tensorrt as trt
+        import torch
 
-    def bind(shape: tuple):
-        if shape not in buffers:
-            context.set_input_shape(inp, shape)
+        self.torch, self.context = torch, engine.create_execution_context()
+        self.context.set_optimization_profile_async(profile, torch.cuda.current_stream().cuda_stream)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.buffers: dict[tuple, tuple] = {}
+        self.config = {"profile": profile, "profile_batch": batch, "device": torch.cuda.get_device_name(0)}
+
+    def _bind(self, shape: tuple):
+        torch, context = self.torch, self.context
+        if shape not in self.buffers:
+            context.set_input_shape(self.inp, shape)
             d_in = torch.empty(shape, dtype=torch.float32, device="cuda")
-            d_out = torch.empty(tuple(context.get_tensor_shape(out)), dtype=torch.float32, device="cuda")
-            buffers[shape] = (d_in, d_out)
-        d_in, d_out = buffers[shape]
-        context.set_input_shape(inp, shape)
-        context.set_tensor_address(inp, d_in.data_ptr())
-        context.set_tensor_address(out, d_out.data_ptr())
+            d_out = torch.empty(tuple(context.get_tensor_shape(self.out)), dtype=torch.float32, device="cuda")
+            self.buffers[shape] = (d_in, d_out)
+        d_in, d_out = self.buffers[shape]
+        context.set_input_shape(self.inp, shape)
+        context.set_tensor_address(self.inp, d_in.data_ptr())
+        context.set_tensor_address(self.out, d_out.data_ptr())
         return d_in, d_out
 
-    def execute():
-        if not context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+    def _execute(self):
+        if not self.context.execute_async_v3(self.torch.cuda.current_stream().cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
 
-    def predict(x):
-        d_in, d_out = bind(tuple(x.shape))
-        d_in.copy_(torch.from_numpy(x))
-        execute()
-        return d_out.cpu().numpy()
+    def prepare(self, x):
+        host = self.torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        return host, self._bind(tuple(x.shape))
 
-    def stages(x):
-        host = torch.from_numpy(x).pin_memory()
-        d_in, d_out = bind(tuple(x.shape))
+    def run(self, prepared):
+        host, (d_in, d_out) = prepared
+        d_in.copy_(host)
+        self._execute()
+        return d_out.cpu()
+
+    def finish(self, out):
+        return out.numpy()
+
+    def stages(self, x):
+        torch = self.torch
+        host = torch.from_numpy(np.ascontiguousarray(x, np.float32)).pin_memory()
+        d_in, d_out = self._bind(tuple(x.shape))
         back = torch.empty(d_out.shape, dtype=d_out.dtype).pin_memory()
 
         def synced(fn):
             return lambda: (fn(), torch.cuda.synchronize())
 
-        return {"h2d": synced(lambda: d_in.copy_(host, non_blocking=True)), "compute": synced(execute),
+        return {"h2d": synced(lambda: d_in.copy_(host, non_blocking=True)), "compute": synced(self._execute),
                 "d2h": synced(lambda: back.copy_(d_out, non_blocking=True))}
-
-    predict.stages = stages
-    return predict

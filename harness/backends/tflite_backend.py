@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.base import Artifact, Backend, Predict, refuse
+from harness.backends.base import Artifact, Backend, Session, refuse
 
 NHWC = (0, 2, 3, 1)
 
@@ -23,6 +23,7 @@ class TfliteBackend(Backend):
     MODULE = "tensorflow"
     PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "keras")
     EXTRA = "tflite"
+    IMPORTS = ("torch", "tensorflow", "ai_edge_litert.interpreter")  # torch: the twin's weights come from it
     UNSUPPORTED = {
         "bf16": "the TFLite converter has no bfloat16 weight/compute mode (float16 weights only)",
         "uint8": "full-integer TFLite quantization uses int8 activations (the uint8 scheme is legacy TF1 "
@@ -111,8 +112,8 @@ class TfliteBackend(Backend):
         return Artifact(out, (out,), {"format": "TFLite flatbuffer, published with the model (not converted here)",
                                       "source": str(path), "nchw_input": spec.preprocess.layout == "NCHW"})
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:
-        return LiteRtPredict(artifact, threads)
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
+        return LiteRtSession(artifact, threads, batch)
 
 
 def strip_strings(blob: bytes) -> bytes:
@@ -131,19 +132,26 @@ def importlib_missing(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
 
-class LiteRtPredict:
-    """Interpreter per batch size (resize_tensor_input); int8 I/O is (de)quantized here, at the edge."""
+class LiteRtSession(Session):
+    """One LiteRT interpreter resized to the timed batch (the accuracy pass keeps one per batch size it meets).
+    prepare(): NCHW -> NHWC and int8 input quantization; run(): set_tensor + invoke + get_tensor, indices
+    looked up once; finish(): int8 output dequantization."""
 
-    def __init__(self, artifact: Artifact, threads: int):
+    def __init__(self, artifact: Artifact, threads: int, batch: int | None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path, self.threads, self.Interpreter = str(artifact.path), threads, Interpreter
         self.nchw = artifact.details.get("nchw_input", False)
-        self.interpreters: dict[int, object] = {}
-        self.details = artifact.details
-        self.fixed_batch = None
+        self.interpreters: dict[int, tuple] = {}
+        self.fixed_batch = None  # an artifact whose batch cannot be resized (a published file): loop over images
+        self.batch = batch
+        it, inp, out = self._interp(batch or 1)
+        self.config = {"num_threads": threads, "input_shape": [int(d) for d in inp["shape"]],
+                       "input_dtype": np.dtype(inp["dtype"]).name, "output_dtype": np.dtype(out["dtype"]).name,
+                       "fixed_batch": self.fixed_batch}
+        self.inp_q, self.out_q = inp, out
 
-    def _interp(self, batch: int):
+    def _interp(self, batch: int) -> tuple:
         batch = self.fixed_batch or batch
         if batch in self.interpreters:
             return self.interpreters[batch]
@@ -152,34 +160,35 @@ class LiteRtPredict:
         if inp["shape"][0] != batch:
             try:
                 it.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=True)
-            except (ValueError, RuntimeError) as exc:
+            except (ValueError, RuntimeError):
                 self.fixed_batch = int(inp["shape"][0])
-                self.details["batching"] = (f"artifact has a fixed batch of {self.fixed_batch} ({exc}); "
-                                            "batched calls loop over images")
                 return self._interp(self.fixed_batch)
         it.allocate_tensors()
-        self.interpreters[batch] = it
-        return it
+        self.interpreters[batch] = (it, it.get_input_details()[0], it.get_output_details()[0])
+        return self.interpreters[batch]
 
-    def _run(self, it, x: np.ndarray) -> np.ndarray:
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    def prepare(self, x):
+        if self.nchw:
+            x = x.transpose(NHWC)
+        x = np.ascontiguousarray(x, np.float32)
+        inp = self.inp_q
         if inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
             info = np.iinfo(inp["dtype"])
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        return x
+
+    def run(self, x):
+        if self.fixed_batch is not None and len(x) != self.fixed_batch:
+            return np.concatenate([self.run(x[i:i + 1]) for i in range(len(x))])
+        it, inp, out = self._interp(len(x))
         it.set_tensor(inp["index"], x)
         it.invoke()
-        y = it.get_tensor(out["index"])
+        return it.get_tensor(out["index"])
+
+    def finish(self, y):
+        out = self.out_q
         if out["dtype"] != np.float32:
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        return y
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.nchw:
-            x = x.transpose(NHWC)
-        x = np.ascontiguousarray(x, np.float32)
-        it = self._interp(len(x))
-        if self.fixed_batch is not None and len(x) != self.fixed_batch:
-            return np.concatenate([self._run(it, x[i:i + 1]) for i in range(len(x))])
-        return self._run(it, x)
+        return np.asarray(y, np.float32)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from harness.backends.base import Artifact, Backend, Predict, Unsupported
+import numpy as np
+
+from harness.backends.base import Artifact, Backend, Session, Unsupported
 
 CALIB_BATCH = 100
 
@@ -16,6 +18,7 @@ class TorchBackend(Backend):
     MODULE = "torch"
     PACKAGES = ("torch",)
     EXTRA = "torch"
+    IMPORTS = ("torch", "torch.ao.quantization.quantize_fx")
     UNSUPPORTED = {
         "uint8": "torch.ao's x86 static quantization already runs uint8 activations with int8 weights "
                  "(U8S8, see the int8 cell); its x86 kernels have no signed-activation variant to compare",
@@ -35,46 +38,51 @@ class TorchBackend(Backend):
         if self.device == "cpu" and "channels_last" in src.recipe.options(self.NAME):
             raise Unsupported(f"recipe {src.recipe.name!r} sets [backends.torch] channels_last: the harness "
                               "applies it on CUDA only")
+        model, details = self._module(src, precision, src.calib)
+        if self.device == "cuda":
+            details.update(self._cuda_details(src))
+        path = workdir / "model.pt"
+        torch.save(model.state_dict(), path)
+        return Artifact(path, (path,), details, src=src)
+
+    def _module(self, src, precision: str, calib):
+        """The fp32 module turned into this precision; calibrated on `calib` (load passes one image: the
+        state_dict it then loads replaces every observed scale, so only the module structure matters)."""
+        import torch
+
         model = src.torch_model()
-        details: dict = {"format": "torch.save(state_dict)"}
+        details: dict = {"format": "torch.save(state_dict)", "precision": precision}
         if precision in ("fp16", "bf16"):
             dtype = torch.float16 if precision == "fp16" else torch.bfloat16
             model = model.to(dtype)
-            self._check_kernels(model, src, dtype)
+            self._check_kernels(model, calib, dtype)
             details["compute"] = f"{dtype} weights and activations (eager CPU kernels)"
         elif precision == "int8":
-            model, more = self._static_int8(model, src)
+            model, more = self._static_int8(model, src, calib)
             details.update(more)
         elif precision == "dynamic":
             model, more = self._dynamic(model)
             details.update(more)
-        if self.device == "cuda":
-            model, more = self._to_cuda(model, src)
-            details.update(more)
-        path = workdir / "model.pt"
-        torch.save(model.state_dict(), path)
-        return Artifact(path, (path,), details, handle=model)
+        return model, details
 
-    def _to_cuda(self, model, src):
+    def _cuda_details(self, src) -> dict:
         import torch
 
-        channels_last = src.recipe.options(self.NAME).get("channels_last", True)
-        model = model.to("cuda", memory_format=torch.channels_last if channels_last else torch.preserve_format)
-        return model, {"device": torch.cuda.get_device_name(0), "channels_last": channels_last,
-                       "cudnn_benchmark": True}
+        return {"device": torch.cuda.get_device_name(0), "cudnn_benchmark": True,
+                "channels_last": src.recipe.options(self.NAME).get("channels_last", True)}
 
-    def _check_kernels(self, model, src, dtype) -> None:
+    def _check_kernels(self, model, calib, dtype) -> None:
         import torch
 
         if self.device == "cuda":
             return  # CUDA has fp16 and bf16 kernels for every layer of these models
         try:
             with torch.inference_mode():
-                model(torch.from_numpy(src.calib[:2]).to(dtype))
+                model(torch.from_numpy(calib[:2]).to(dtype))
         except (RuntimeError, NotImplementedError) as exc:
             raise Unsupported(f"torch {dtype} CPU kernel missing: {str(exc).splitlines()[0]}") from None
 
-    def _static_int8(self, model, src):
+    def _static_int8(self, model, src, calib):
         import torch
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -89,8 +97,8 @@ class TorchBackend(Backend):
             warnings.simplefilter("ignore")  # torch.ao.quantization warns it is deprecated in favour of torchao
             prepared = prepare_fx(model, mapping, example)
             with torch.inference_mode():
-                for batch in src.calib_batches(CALIB_BATCH):
-                    prepared(torch.from_numpy(batch))
+                for i in range(0, len(calib), CALIB_BATCH):
+                    prepared(torch.from_numpy(calib[i:i + CALIB_BATCH]))
             quantized = convert_fx(prepared)
         return quantized, {
             "api": "torch.ao.quantization.quantize_fx prepare_fx/convert_fx (engine x86)",
@@ -116,50 +124,87 @@ class TorchBackend(Backend):
                     "torch has no dynamic-quantized Conv2d, so the convolutions stay fp32",
         }
 
-    def load(self, artifact: Artifact, threads: int) -> Predict:
+    def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
+        """A fresh module each call: the structure rebuilt (int8: prepared and converted on one image) and the
+        artifact's state_dict loaded into it, so every scale and packed weight is the saved one."""
         import torch
 
         torch.set_num_threads(threads)
-        model = artifact.handle
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        src = artifact.src
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, _ = self._module(src, artifact.details["precision"], src.calib[:1])
+            model.load_state_dict(torch.load(artifact.path, map_location="cpu", weights_only=True))
         if self.device == "cuda":
-            return _cuda_predict(model, dtype, artifact.details.get("channels_last", True))
-
-        def predict(x):
-            with torch.inference_mode():
-                return model(torch.from_numpy(x).to(dtype)).float().numpy()
-
-        return predict
+            return CudaSession(model, artifact.details.get("channels_last", True))
+        return TorchSession(model)
 
 
-def _cuda_predict(model, dtype, channels_last: bool) -> Predict:
-    """End-to-end predict (host array in, host array out) plus its h2d / compute / d2h stages."""
+def _dtype_of(model):
     import torch
 
-    torch.backends.cudnn.benchmark = True
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
-    def predict(x):
-        with torch.inference_mode():
-            dev = torch.from_numpy(x).to("cuda", dtype).contiguous(memory_format=fmt)
-            return model(dev).float().cpu().numpy()
 
-    def stages(x):
-        host = torch.from_numpy(x).to(dtype).contiguous(memory_format=fmt).pin_memory()
+class TorchSession(Session):
+    """run(): the module's forward under inference_mode on a tensor already in its dtype; the output tensor."""
+
+    def __init__(self, model):
+        import torch
+
+        self.model, self.dtype, self.torch = model, _dtype_of(model), torch
+        self.config = {"intra_op_threads": torch.get_num_threads(), "quantized_engine":
+                       torch.backends.quantized.engine, "mkldnn": torch.backends.mkldnn.is_available()}
+
+    def prepare(self, x):
+        return self.torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
+
+    def run(self, inp):
+        with self.torch.inference_mode():
+            return self.model(inp)
+
+    def finish(self, out):
+        return out.float().numpy()
+
+
+class CudaSession(Session):
+    """run(): host tensor (already in the model's dtype and memory format) to the GPU, forward, result back to
+    the host (.cpu() synchronizes). stages() splits batch-1 into h2d / compute / d2h."""
+
+    def __init__(self, model, channels_last: bool):
+        import torch
+
+        torch.backends.cudnn.benchmark = True
+        self.torch, self.dtype = torch, _dtype_of(model)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to("cuda", memory_format=self.fmt)
+        self.config = {"device": torch.cuda.get_device_name(0), "cudnn_benchmark": True,
+                       "channels_last": channels_last}
+
+    def prepare(self, x):
+        return self.torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype).contiguous(memory_format=self.fmt)
+
+    def run(self, inp):
+        with self.torch.inference_mode():
+            return self.model(inp.to("cuda", non_blocking=False)).cpu()
+
+    def finish(self, out):
+        return out.float().numpy()
+
+    def stages(self, x):
+        torch = self.torch
+        host = self.prepare(x).pin_memory()
         dev = torch.empty_like(host, device="cuda")
         out = {}
 
-        def run(fn):
+        def synced(fn):
             with torch.inference_mode():
                 fn()
             torch.cuda.synchronize()
 
         def compute():
-            out["y"] = model(dev)
+            out["y"] = self.model(dev)
 
-        run(compute)
-        return {"h2d": lambda: run(lambda: dev.copy_(host, non_blocking=True)), "compute": lambda: run(compute),
-                "d2h": lambda: run(lambda: out["y"].cpu())}
-
-    predict.stages = stages
-    return predict
+        synced(compute)
+        return {"h2d": lambda: synced(lambda: dev.copy_(host, non_blocking=True)),
+                "compute": lambda: synced(compute), "d2h": lambda: synced(lambda: out["y"].cpu())}

@@ -58,6 +58,9 @@ class ModelSpec:
     interpolation: str = "bilinear"
     # True: without the weight file the model still runs, on seeded random weights, for latency and size only
     weights_optional: bool = False
+    # True: the published model ends in a softmax. Artifacts built here leave it out and are scored on logits:
+    # argmax and top-k are unchanged in float, but a softmax quantized to int8 makes many outputs tie
+    ends_in_softmax: bool = False
 
     def weights_path(self, data_dir: Path, may_download: bool) -> Path | None:
         """The verified weight file: from the data dir, else (if allowed) downloaded into the cache; None
@@ -109,7 +112,7 @@ ZOO: dict[str, ModelSpec] = {
             Published("tflite", "int8", "pretrainedResnet_quant.tflite",
                       "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
                       MLPERF_TINY + "pretrainedResnet_quant.tflite"),
-        )),
+        ), ends_in_softmax=True),
     "resnet20": _akamaster(20, "resnet20-12fca82f.th",
                            "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 91.73),
     "resnet32": _akamaster(32, "resnet32-d509ac18.th",

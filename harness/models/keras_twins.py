@@ -15,7 +15,11 @@ def keras_twin(spec, weights: Path):
     if spec.builder == "resnet8":
         import keras
 
-        return keras.models.load_model(str(weights), compile=False)
+        model = keras.models.load_model(str(weights), compile=False)
+        head = model.layers[-1]  # Dense(10, activation="softmax"): logits out, as Source.torch_model gives
+        if spec.ends_in_softmax and head.get_config().get("activation") == "softmax":
+            head.activation = keras.activations.linear
+        return model
     return _resnet_cifar(spec, weights)
 
 

@@ -1,0 +1,136 @@
+"""A cell's measurements, each in a fresh process that loads the artifact from disk:
+`python -m harness.phases accuracy|timing JOB.json ARTIFACT.json OUT.json`.
+
+- accuracy: one instance (dynamic shape) over the whole test set; predictions saved; the backend's
+  inspect() (e.g. ORT's placement profile) asked of that instance afterwards.
+- timing: batch-1 latency on a fresh instance, then each throughput batch on a fresh instance of its own,
+  each static where the runtime has static shapes. Its memory figure is this process's high-water mark
+  (load + inference), nothing of the build or of the runner.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import measure
+from harness.backends import Artifact, Unsupported, get_backend
+from harness.data.imagenet import Normalized
+from harness.models import ZOO
+
+
+def load_artifact(job: dict, meta: Path) -> Artifact:
+    from harness.worker import make_source
+
+    m = json.loads(meta.read_text())
+    # a torch artifact is a state_dict: its module is rebuilt around one calibration image (see TorchBackend)
+    src = make_source(job, np.load(job["paths"]["calib_x"], mmap_mode="r")[:1])
+    return Artifact(Path(m["path"]), tuple(Path(f) for f in m["files"]), m["details"], src=src)
+
+
+def test_inputs(job: dict):
+    """The preprocessed test tensor, memory-mapped; ImageNet-shaped images are stored as uint8 crops and
+    normalized slice by slice (as float32 a 50,000-image val set would be 30 GB)."""
+    x = np.load(job["paths"]["test_x"], mmap_mode="r")
+    spec = ZOO[job["model"]]
+    return Normalized(x, spec.preprocess) if spec.dataset == "imagenet" else x
+
+
+def accuracy(job: dict, backend, artifact: Artifact) -> dict:
+    session = backend.load(artifact, job["threads"])
+    s = job["settings"]
+    x, y = test_inputs(job), np.load(job["paths"]["test_y"])
+    acc, records = measure.evaluate(session, x, y, max(s["batch_sizes"]), ZOO[job["model"]].num_classes)
+    if job.get("accuracy_not_measured"):  # timing inputs without labels: predictions serve agreement only
+        acc = {"top1": None, "top5": None, "per_class": None, "n": 0, "agree_n": int(len(records["top1"])),
+               "not_measured": job["accuracy_not_measured"]}
+    acc.update(agreement(records["top1"], job))
+    save_predictions(Path(job["paths"]["pred"]), records)
+    return {"accuracy": acc, "inspect": backend.inspect(session, artifact), "peak_bytes": measure.vm_hwm_bytes()}
+
+
+def agreement(pred: np.ndarray, job: dict) -> dict:
+    """Percent of images whose argmax equals the reference: the same backend's fp32 cell of this run (variant
+    "", or the sweep arm's). The reference itself carries null and says so."""
+    ref = job["agree_ref"]
+    if ref is None:
+        return {"agree_fp32": None, "agree_ref": "self: this cell is the fp32 reference"}
+    path = Path(job["paths"]["cell"]).with_name(f"{ref}.pred.npz")
+    if not path.is_file():
+        return {"agree_fp32": None, "agree_ref": f"{ref} (no predictions: that cell did not run)"}
+    with np.load(path) as z:
+        top1 = z["top1"]
+    same = top1.shape == pred.shape
+    return {"agree_fp32": round(float((top1 == pred).mean() * 100), 4) if same else None, "agree_ref": ref}
+
+
+def save_predictions(path: Path, records: dict) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **records)
+    os.replace(tmp, path)
+
+
+def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup: int, count: int) -> dict:
+    """One timed configuration on an instance loaded for this shape alone, then dropped."""
+    s = job["settings"]
+    t0 = time.perf_counter()
+    session = backend.load(artifact, job["threads"], len(batch))
+    load_s = time.perf_counter() - t0
+    inp = session.prepare(batch)
+    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count)
+    out = {"samples_ms": samples, "load_s": round(load_s, 4), "config": session.config}
+    stages = getattr(session, "stages", None)
+    if stages is not None:  # GPU: h2d / compute / d2h, each stage synchronized (latency_ms stays end to end)
+        calls = stages(batch)
+        out["stages"] = {name: measure.summarize(measure.timed_loop(lambda _, c=call: c(), None, warmup,
+                                                                    s["min_duration_s"], count))
+                         for name, call in calls.items()}
+    del session, inp
+    gc.collect()
+    return out
+
+
+def timing(job: dict, backend, artifact: Artifact) -> dict:
+    s = job["settings"]
+    x = test_inputs(job)
+    one = time_shape(backend, artifact, job, np.ascontiguousarray(x[:1]), s["warmup"], s["min_count"])
+    thr, load_s = [], {"1": one["load_s"]}
+    for b in s["batch_sizes"]:
+        batch = np.ascontiguousarray(np.resize(x[:b], (b, *x.shape[1:])))
+        r = time_shape(backend, artifact, job, batch, max(2, s["warmup"] // 5), max(5, s["min_count"] // 10))
+        thr.append({"batch": b, "images_per_s": measure.throughput(r["samples_ms"], b), "samples_ms": r["samples_ms"]})
+        load_s[str(b)] = r["load_s"]
+    return {"latency_samples_ms": one["samples_ms"], "throughput": thr, "runtime_config": one["config"],
+            "load_s": load_s, "device_latency_ms": one.get("stages"), "peak_bytes": measure.vm_hwm_bytes()}
+
+
+def main(argv: list[str]) -> int:
+    import os
+
+    from harness.results import write_json
+    from harness.worker import die_with_parent
+
+    mode, job_path, meta, out = argv
+    die_with_parent(os.getppid())  # the cell's worker: killed on its timeout, it takes this process along
+    job = json.loads(Path(job_path).read_text())
+    backend = get_backend(job["backend"], job["device"], job["variant"])
+    try:
+        artifact = load_artifact(job, Path(meta))
+        result = (accuracy if mode == "accuracy" else timing)(job, backend, artifact)
+    except Unsupported as exc:
+        result = {"unsupported": str(exc)}
+    except measure.NonFinite as exc:
+        result = {"failed": str(exc)}
+    write_json(Path(out), result, overwrite=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

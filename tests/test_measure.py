@@ -1,0 +1,101 @@
+"""The figures themselves against known quantities: tie-aware top-k, non-finite outputs, percentiles that need
+samples, and each worker's own memory high-water mark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness.measure import NonFinite, evaluate, summarize, topk_credit
+from tests.conftest import REPO
+
+
+def test_a_tie_shared_by_k_classes_earns_one_kth():
+    scores = np.array([[0.5, 0.5, 0.0],    # label 1 tied with class 0 at the top: 1/2
+                       [0.2, 0.2, 0.2],    # three-way tie, label 2: 1/3
+                       [0.9, 0.1, 0.0],    # clear win for label 0: 1
+                       [0.1, 0.1, 0.8]])   # label 0 tied below the top: 0
+    credit, ambiguous = topk_credit(scores, np.array([1, 2, 0, 0]), 1)
+    assert credit.tolist() == pytest.approx([0.5, 1 / 3, 1.0, 0.0])
+    assert ambiguous.tolist() == [True, True, False, False]
+    # top-2: in row 4 classes 0 and 1 tie for the one slot left under class 2
+    credit2, ambiguous2 = topk_credit(scores, np.array([1, 2, 0, 0]), 2)
+    assert credit2.tolist() == pytest.approx([1.0, 2 / 3, 1.0, 0.5])
+    assert ambiguous2.tolist() == [False, True, False, True]
+
+
+def test_evaluate_reports_tie_aware_accuracy_ties_and_the_range_a_tie_rule_could_give():
+    scores = np.zeros((4, 10), np.float32)
+    scores[0, 3] = 1.0  # image 0: correct (label 3), no tie
+    scores[1, [1, 2]] = 1.0  # image 1: label 2 tied with 1: a stable argsort would say 1 (wrong)
+    scores[2, :] = 0.5  # image 2: all ten tied
+    scores[3, 7] = 1.0  # image 3: wrong
+    y = np.array([3, 2, 5, 0])
+    acc, rec = evaluate(lambda x: scores[x], np.arange(4), y, batch=3)
+    assert acc["top1"] == pytest.approx((1 + 0.5 + 0.1 + 0) / 4 * 100, abs=1e-4)
+    assert acc["ties"] == {"top1": 2, "top5": 2}  # images whose label sits in a tie at the boundary
+    assert acc["top1_range"] == [25.0, 75.0]
+    assert rec["top1"].tolist() == [3, 1, 0, 7] and rec["credit1"].tolist() == pytest.approx([1, 0.5, 0.1, 0])
+    # top-5: image 2's ten tied classes share 5 slots; image 3's label ties 9 classes for the 4 slots under 7
+    assert acc["top5"] == pytest.approx((1 + 1 + 0.5 + 4 / 9) / 4 * 100, abs=1e-4)
+
+
+def test_non_finite_outputs_fail_the_cell_counting_the_images():
+    scores = np.ones((6, 10), np.float32)
+    scores[[1, 4], 2] = np.nan
+    scores[5, 0] = np.inf
+    with pytest.raises(NonFinite, match="3 of 6 images gave non-finite outputs"):
+        evaluate(lambda x: scores[x], np.arange(6), np.zeros(6, int), batch=4)
+
+
+def test_percentiles_need_their_samples():
+    few = summarize(list(np.linspace(1, 2, 50)))
+    assert few["p99"] is None and few["p90"] == pytest.approx(1.9) and "p99 needs 100" in few["note"]
+    assert summarize([1.0] * 5)["p90"] is None
+    many = summarize(list(np.arange(1, 201, dtype=float)))
+    assert many["p99"] == pytest.approx(198.01) and "note" not in many
+
+
+def test_memory_is_the_processes_own_high_water_mark():
+    """A process that allocates and touches 300 MB reports about 300 MB more than it started with."""
+    code = """
+import json
+import numpy as np
+from harness.measure import vm_hwm_bytes
+before = vm_hwm_bytes()
+block = np.ones(300 * 2**20 // 8)
+peak = vm_hwm_bytes()
+del block
+print(json.dumps([before, peak, vm_hwm_bytes()]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+    before, peak, after = json.loads(proc.stdout)
+    assert (peak - before) == pytest.approx(300 * 2**20, rel=0.15)
+    assert after >= 0.99 * peak  # a high-water mark: freeing does not lower it (the kernel syncs RSS lazily)
+
+
+def test_a_large_runner_does_not_leak_into_a_small_cell(data_dir, shared_cache, tmp_path):
+    """ru_maxrss is carried across fork + exec; every worker used to report its runner's peak. A runner that
+    holds 2 GB runs a small onnxruntime cell: the cell's figures are its own."""
+    out = tmp_path / "run"
+    code = f"""
+import sys
+import numpy as np
+hog = np.ones(2 * 2**30 // 8)  # 2 GB, touched
+from harness.cli import main
+sys.exit(main(["run", "--models", "resnet8", "--backends", "onnxruntime", "--precisions", "fp32",
+               "--data-dir", {str(data_dir)!r}, "--out", {str(out)!r}, "--test-limit", "200",
+               "--calibration-size", "10", "--min-duration", "0.05", "--min-count", "10"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cell = json.loads((out / "cells" / "resnet8__onnxruntime__fp32.json").read_text())
+    mem = cell["memory"]
+    assert mem["run_peak_bytes"] < 400e6, mem  # onnxruntime + numpy + the harness, not the runner's 2 GB
+    assert mem["build_peak_bytes"] < 1.5e9, mem
+    assert cell["peak_rss_bytes"] == max(mem["build_peak_bytes"], mem["run_peak_bytes"])

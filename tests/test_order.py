@@ -1,0 +1,106 @@
+"""Order of measurement must not change a figure: for every registered backend x precision that runs here,
+batch-1 latency on a fresh instance agrees within 15% before and after an accuracy pass at batch 64 (torch.ao
+int8 used to be 1.74x slower after it: oneDNN kept the first shape's kernels). Each cell is built and timed in
+the interpreter `harness run` would use (IPEX: its own environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness.backends import BACKENDS
+from harness.config import PRECISIONS, load_target
+from tests.conftest import REPO, source_for
+
+MODEL = "resnet20"
+TRIES = 3
+
+SCRIPT = """
+import gc, json, sys
+from pathlib import Path
+import numpy as np
+from harness import measure
+from harness.backends import Unsupported, get_backend
+from harness.backends.source import Source
+from harness.models import ZOO
+a = json.loads(sys.argv[1])
+spec = ZOO[a["model"]]
+backend = get_backend(a["backend"])
+x = np.load(a["x"])
+try:
+    reason = backend.why_not(a["precision"], "cpu", spec)
+    if reason:
+        raise Unsupported(reason)
+    art = backend.build(Source(spec, Path(a["weights"]), np.load(a["calib"])), a["precision"], Path(a["workdir"]))
+    art.details["precision"] = a["precision"]
+
+    def p50():
+        s = backend.load(art, 2, 1)
+        samples = measure.timed_loop(s.run, s.prepare(x[:1]), 10, a["seconds"], 20)
+        del s
+        gc.collect()
+        return float(np.median(samples))
+
+    before, after = [], []
+    for _ in range(a["tries"]):
+        before.append(p50())
+        acc = backend.load(art, 2)  # the accuracy pass: batch 64 and a short last batch, on its own instance
+        for i in range(0, len(x), 64):
+            acc(x[i:i + 64])
+        del acc
+        after.append(p50())
+except Unsupported as exc:
+    print(json.dumps({"unsupported": str(exc)}))
+    sys.exit(0)
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir, test_split, shared_cache, tmp_path_factory):
+    from harness.models import ZOO
+
+    src = source_for(MODEL, data_dir, 50)
+    tmp = tmp_path_factory.mktemp("order")
+    np.save(tmp / "x.npy", ZOO[MODEL].preprocess.apply(test_split.images[:200]))
+    np.save(tmp / "calib.npy", src.calib)
+    return src, tmp
+
+
+def _python(backend: str, env_unavailable: dict):
+    from pathlib import Path
+
+    from harness import envs
+
+    env = load_target("local").environment_of(backend)
+    if env is None:
+        return sys.executable, {}
+    if backend in env_unavailable:
+        pytest.skip(f"{backend}: its environment cannot be installed here: {env_unavailable[backend]}")
+    python = envs.ensure(env, Path(os.environ["PTQ_HARNESS_CACHE"]))
+    return str(python), {"PYTHONNOUSERSITE": "1", "PYTHONPATH": envs.pythonpath(python)}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_batch1_latency_does_not_depend_on_an_earlier_accuracy_pass(backend, precision, inputs, env_unavailable,
+                                                                    tmp_path):
+    src, tmp = inputs
+    python, env = _python(backend, env_unavailable)
+    # a slow emulated kernel (fp16 without avx512_fp16: ~30 ms a call) still gets 20 samples per try
+    args = {"model": MODEL, "backend": backend, "precision": precision, "weights": str(src.weights),
+            "calib": str(tmp / "calib.npy"), "x": str(tmp / "x.npy"), "workdir": str(tmp_path), "tries": TRIES,
+            "seconds": 0.4}
+    proc = subprocess.run([python, "-c", SCRIPT, json.dumps(args)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "unsupported" in result:
+        pytest.skip(f"{backend} {precision}: {result['unsupported']}")
+    before, after = np.median(result["before"]), np.median(result["after"])
+    assert abs(after / before - 1) <= 0.15, f"{backend} {precision}: p50 {before:.3f} ms before, {after:.3f} after"
