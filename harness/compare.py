@@ -33,7 +33,7 @@ IDENTITY = {  # field shown to the user -> how to read it from a cell
 
 
 MIN_REPEAT = 3  # timing processes per run before a latency verdict is given
-SETTINGS = ("warmup", "min_duration_s", "min_count", "test_limit")  # run settings that change the figures
+SETTINGS = ("warmup", "warmup_s", "min_duration_s", "min_count", "test_limit")  # run settings that change the figures
 
 
 def _load(run_dir: Path) -> tuple[dict, dict]:

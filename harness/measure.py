@@ -65,11 +65,14 @@ def _pct(values: np.ndarray) -> float:
     return round(float(values.mean() * 100), 4)
 
 
-def timed_loop(run, inp, warmup: int, min_duration_s: float, min_count: int) -> list[float]:
-    """Warm up, then call run(inp) until BOTH min_duration_s and min_count are reached; samples in ms.
-    inp is prepared once by the caller (Session.prepare), so only the runtime call is inside the clock."""
-    for _ in range(warmup):
+def timed_loop(run, inp, warmup: int, min_duration_s: float, min_count: int, warmup_s: float = 0.0) -> list[float]:
+    """Warm up for BOTH `warmup` calls and `warmup_s` seconds, then call run(inp) until BOTH min_duration_s and
+    min_count are reached; samples in ms. inp is prepared once by the caller (Session.prepare), so only the
+    runtime call is inside the clock."""
+    start, done = time.perf_counter(), 0
+    while done < warmup or time.perf_counter() - start < warmup_s:
         run(inp)
+        done += 1
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < min_count or time.perf_counter() - start < min_duration_s:

@@ -18,8 +18,9 @@ from harness.config import REPO_ROOT, load_target
 from harness.errors import UserError
 from harness.results import RUN_SCHEMA_VERSION, read_json
 
-FLAGS = {"threads": "--threads", "warmup": "--warmup", "min_duration_s": "--min-duration",
-         "min_count": "--min-count", "timeout_s": "--timeout", "test_limit": "--test-limit", "repeat": "--repeat"}
+FLAGS = {"threads": "--threads", "warmup": "--warmup", "warmup_s": "--warmup-duration",
+         "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
+         "test_limit": "--test-limit", "repeat": "--repeat"}
 
 
 def run_args(run: dict) -> list[str]:

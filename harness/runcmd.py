@@ -15,7 +15,8 @@ from harness.recipe import METHODS
 
 RESULTS = Path("results")
 SETTING_FLAGS = {  # CLI flag -> RunSettings field
-    "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "min_duration": "min_duration_s",
+    "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "warmup_duration": "warmup_s",
+    "min_duration": "min_duration_s",
     "min_count": "min_count", "timeout": "timeout_s", "test_limit": "test_limit", "repeat": "repeat",
 }
 

@@ -115,3 +115,15 @@ def test_an_environment_too_big_for_the_disk_is_refused_before_installing(tmp_pa
     with pytest.raises(envs.EnvError, match=r"environment 'big': needs about 1e\+09 GB free under .*GB free"):
         envs.ensure(env, tmp_path / "cache")
     assert not (tmp_path / "cache" / "envs" / env.key()).exists()
+
+
+def test_an_output_that_cannot_be_created_is_exit_2(data_dir):
+    proc = run_cli("run", "--models", "resnet8", "--data-dir", str(data_dir), "--out", "/proc/ptq-harness-run")
+    _assert_user_error(proc, "--out /proc/ptq-harness-run", "cannot create")
+
+
+@pytest.mark.parametrize("flag", ["--models", "--backends", "--precisions"])
+def test_an_empty_selection_is_refused_not_read_as_the_default(flag, data_dir, tmp_path):
+    proc = run_cli("run", flag, "", "--data-dir", str(data_dir), "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, f"{flag} ''", "empty")
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -47,3 +49,25 @@ def test_timing_loop_meets_both_duration_and_count():
     assert len(samples) >= 7 and len(calls) == len(samples) + 3
     stats = summarize([1.0, 2.0, 3.0, 4.0])
     assert stats["p50"] == 2.5 and stats["n"] == 4 and stats["min"] == 1.0
+
+
+def test_written_results_are_readable_by_others(tmp_path):
+    """mkstemp makes 0600 files: a published results folder would be unreadable to every other user."""
+    path = tmp_path / "cell.json"
+    old = os.umask(0o022)
+    try:
+        write_json(path, {"schema_version": 4})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_schema_3_cells_migrate_keeping_their_memory_figure_with_a_note():
+    from harness.results import migrate_cell
+
+    v3 = {"schema_version": 3, "status": "ok", "peak_rss_bytes": 621_694_976, "quantize_s": 5.4,
+          "accuracy": {"top1": 91.0, "agree_fp32": 100.0}}
+    v4 = migrate_cell(v3)
+    assert v4["schema_version"] == 4 and v4["peak_rss_bytes"] == 621_694_976 and v4["quantize_s"] == 5.4
+    assert v4["memory"]["run_peak_bytes"] is None and "ru_maxrss" in v4["memory"]["note"]
+    assert v4["import_s"] is None and v4["accuracy"]["ties"] is None and v4["accuracy"]["top1"] == 91.0
