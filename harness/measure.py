@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 P90_MIN, P99_MIN = 10, 100  # below these sample counts p90 / p99 would be the maximum in disguise
+UNSTABLE = 0.10  # (max - min) / mean of the per-process medians above which a --repeat figure is flagged
 
 
 class NonFinite(Exception):
@@ -124,7 +125,10 @@ def repeat_interval(p50s: list[float]) -> dict:
     n = len(a)
     half = float(T975[min(n - 1, len(T975)) - 1] * a.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
     mean = float(a.mean())
+    # pyperf's rule of thumb: processes that disagree by more than 10% make the figure unstable; say so
+    spread = float((a.max() - a.min()) / mean) if n > 1 else 0.0
     return {"value_ms": mean, "low_ms": mean - half, "high_ms": mean + half, "half_width_ms": float(half), "n": n,
+            "spread": round(spread, 4), "unstable": spread > UNSTABLE,
             "method": "mean of per-process median latencies, Student-t 95% interval"}
 
 

@@ -20,8 +20,10 @@ def cell_line(cell: dict) -> str:
     acc, lat = cell["accuracy"], cell["latency_ms"]
     thr = cell["throughput"][-1]
     unit = "" if acc["top1"] is None else "%"
+    iv = cell.get("latency_interval") or {}
+    warn = (f"  UNSTABLE: timing processes differ by {iv['spread']:.0%}" if iv.get("unstable") else "")
     return (f"top-1 {top1_text(cell)}{unit}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
-            f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}")
+            f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}{warn}")
 
 
 class Progress:

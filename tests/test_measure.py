@@ -99,3 +99,13 @@ sys.exit(main(["run", "--models", "resnet8", "--backends", "onnxruntime", "--pre
     assert mem["run_peak_bytes"] < 400e6, mem  # onnxruntime + numpy + the harness, not the runner's 2 GB
     assert mem["build_peak_bytes"] < 1.5e9, mem
     assert cell["peak_rss_bytes"] == max(mem["build_peak_bytes"], mem["run_peak_bytes"])
+
+
+def test_repeat_interval_is_the_t_interval_and_flags_disagreeing_processes():
+    from harness.measure import repeat_interval
+
+    iv = repeat_interval([1.0, 1.02, 0.99])
+    assert iv["value_ms"] == pytest.approx(1.003333, abs=1e-6) and not iv["unstable"]
+    assert iv["half_width_ms"] == pytest.approx(4.303 * np.std([1.0, 1.02, 0.99], ddof=1) / np.sqrt(3))
+    bad = repeat_interval([0.7, 0.7, 1.33])  # one process in the slow mode
+    assert bad["unstable"] and bad["spread"] == pytest.approx(0.63 / np.mean([0.7, 0.7, 1.33]), abs=1e-4)
