@@ -40,7 +40,8 @@ def _matrix_args(p) -> None:
     p.add_argument("--threads", type=int, help="threads for every backend (0 = all cores)")
     p.add_argument("--batch-sizes", help="throughput batch sizes, comma list (default 64)")
     p.add_argument("--warmup", type=int, help="warm-up calls before each timing loop (default 10)")
-    p.add_argument("--warmup-duration", type=float, help="seconds each warm-up lasts at least (default 0.5)")
+    p.add_argument("--warmup-duration", type=float,
+                   help="seconds each warm-up lasts at least (default 1.0; then until calls are steady)")
     p.add_argument("--min-duration", type=float, help="seconds each timing loop runs at least")
     p.add_argument("--min-count", type=int, help="calls each latency loop makes at least")
     p.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 900)")

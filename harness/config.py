@@ -30,9 +30,10 @@ class RunSettings:
     threads: int = 0  # 0 = all cores the process may use
     batch_sizes: tuple[int, ...] = (64,)
     warmup: int = 10
-    # warm-up runs until BOTH `warmup` calls and this many seconds: a small model's first ~0.3 s in a fresh
-    # process ran 10-20% slower than later (resnet20 TFLite int8: 0.221 ms vs 0.177 ms after 200 calls)
-    warmup_s: float = 0.5
+    # warm-up runs for BOTH `warmup` calls and this many seconds, then until calls are steady (measure.warm_up):
+    # a fresh process ran its first ~0.3 s 10-20% slow (resnet20 TFLite int8: 0.221 ms vs 0.177 ms after 200
+    # calls) and torch eager at batch 64 ramped from 1500 to 1900 img/s over its first 40 calls
+    warmup_s: float = 1.0
     min_duration_s: float = 1.0  # latency loop runs until BOTH this and min_count are met
     min_count: int = 50
     timeout_s: float = 900.0

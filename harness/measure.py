@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 P90_MIN, P99_MIN = 10, 100  # below these sample counts p90 / p99 would be the maximum in disguise
+WARMUP_CAP_S = 10.0  # the longest a warm-up waits for steady calls (an emulated fp16 call can take 3 s)
 UNSTABLE = 0.10  # (max - min) / mean of the per-process medians above which a --repeat figure is flagged
 
 
@@ -66,14 +67,31 @@ def _pct(values: np.ndarray) -> float:
     return round(float(values.mean() * 100), 4)
 
 
-def timed_loop(run, inp, warmup: int, min_duration_s: float, min_count: int, warmup_s: float = 0.0) -> list[float]:
-    """Warm up for BOTH `warmup` calls and `warmup_s` seconds, then call run(inp) until BOTH min_duration_s and
-    min_count are reached; samples in ms. inp is prepared once by the caller (Session.prepare), so only the
-    runtime call is inside the clock."""
-    start, done = time.perf_counter(), 0
-    while done < warmup or time.perf_counter() - start < warmup_s:
+def warm_up(run, inp, calls: int, seconds: float, cap_s: float = WARMUP_CAP_S) -> dict:
+    """Call run(inp) until at least `calls` calls and `seconds` have passed AND the median of the last 10 calls
+    is within 3% of the 10 before (steady), or cap_s passed. A fresh process is not steady at once: torch eager
+    at batch 64 ran 1500 img/s for its first 10 calls and 1900 after 40 (the allocator still faulting in
+    ~900 pages a call), so a fixed count of calls measured the ramp."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
         run(inp)
-        done += 1
+        times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        steady = len(times) >= 20 and abs(np.median(times[-10:]) / np.median(times[-20:-10]) - 1) <= 0.03
+        if (len(times) >= calls and elapsed >= seconds and steady) or elapsed >= cap_s:
+            return {"calls": len(times), "s": round(elapsed, 3), "steady": bool(steady)}
+
+
+def timed_loop(run, inp, warmup: int, min_duration_s: float, min_count: int, warmup_s: float = 0.0,
+               record: dict | None = None) -> list[float]:
+    """Warm up (see warm_up; what it took goes into `record`), then call run(inp) until BOTH min_duration_s
+    and min_count are reached; samples in ms. inp is prepared once by the caller (Session.prepare), so only
+    the runtime call is inside the clock."""
+    info = warm_up(run, inp, warmup, warmup_s) if warmup or warmup_s else {"calls": 0, "s": 0.0, "steady": None}
+    if record is not None:
+        record.update(info)
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < min_count or time.perf_counter() - start < min_duration_s:

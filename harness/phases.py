@@ -14,6 +14,7 @@ import gc
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,9 @@ def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup
     session = backend.load(artifact, job["threads"], len(batch))
     load_s = time.perf_counter() - t0
     inp = session.prepare(batch)
-    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count, s.get("warmup_s", 0.5))
-    out = {"samples_ms": samples, "load_s": round(load_s, 4), "config": session.config}
+    warm: dict = {}
+    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count, s.get("warmup_s", 0.5), warm)
+    out = {"samples_ms": samples, "load_s": round(load_s, 4), "warmup": warm, "config": session.config}
     stages = getattr(session, "stages", None)
     if stages is not None:  # GPU: h2d / compute / d2h, each stage synchronized (latency_ms stays end to end)
         calls = stages(batch)
@@ -101,14 +103,15 @@ def timing(job: dict, backend, artifact: Artifact) -> dict:
     s = job["settings"]
     x = test_inputs(job)
     one = time_shape(backend, artifact, job, np.ascontiguousarray(x[:1]), s["warmup"], s["min_count"])
-    thr, load_s = [], {"1": one["load_s"]}
+    thr, load_s, warmup = [], {"1": one["load_s"]}, {"1": one["warmup"]}
     for b in s["batch_sizes"]:
         batch = np.ascontiguousarray(np.resize(x[:b], (b, *x.shape[1:])))
         r = time_shape(backend, artifact, job, batch, max(2, s["warmup"] // 5), max(5, s["min_count"] // 10))
         thr.append({"batch": b, "images_per_s": measure.throughput(r["samples_ms"], b), "samples_ms": r["samples_ms"]})
-        load_s[str(b)] = r["load_s"]
+        load_s[str(b)], warmup[str(b)] = r["load_s"], r["warmup"]
     return {"latency_samples_ms": one["samples_ms"], "throughput": thr, "runtime_config": one["config"],
-            "load_s": load_s, "device_latency_ms": one.get("stages"), "peak_bytes": measure.vm_hwm_bytes()}
+            "load_s": load_s, "warmup": warmup, "device_latency_ms": one.get("stages"),
+            "peak_bytes": measure.vm_hwm_bytes()}
 
 
 def main(argv: list[str]) -> int:
@@ -128,6 +131,10 @@ def main(argv: list[str]) -> int:
         result = {"unsupported": str(exc)}
     except measure.NonFinite as exc:
         result = {"failed": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - the framework's own error becomes the cell's reason
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        result = {"failed": f"{mode} process: {type(exc).__name__}: {first}"[:500]}
     write_json(Path(out), result, overwrite=True)
     return 0
 

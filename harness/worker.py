@@ -85,6 +85,10 @@ def build_phase(job: dict, backend) -> tuple:
                       round(total - sum(src.timers.values()), 4)}
 
 
+class PhaseFailed(Exception):
+    """A measurement process failed; its message is the cell's reason as it stands (type name included)."""
+
+
 def spawn_phase(mode: str, job: dict, meta: Path) -> dict:
     """Run `python -m harness.phases MODE ...` (same interpreter, so a backend's own environment too) and
     read its JSON. Its output goes to this cell's log. Unsupported/failed verdicts come back as such."""
@@ -97,7 +101,7 @@ def spawn_phase(mode: str, job: dict, meta: Path) -> dict:
     if "unsupported" in result:
         raise Unsupported(result["unsupported"])
     if "failed" in result:
-        raise measure.NonFinite(result["failed"])
+        raise PhaseFailed(result["failed"])
     return result
 
 
@@ -117,7 +121,8 @@ def measure_cell(job: dict, backend) -> dict:
               "latency_samples_ms": first["latency_samples_ms"], "throughput": first["throughput"],
               "memory": memory, "peak_rss_bytes": max(v for v in (build_peak, memory["run_peak_bytes"]) if v),
               **build, "details": {**artifact.details, **accuracy["inspect"], "artifact": str(artifact.path),
-                                   "runtime_config": first["runtime_config"], "load_s": first["load_s"]}}
+                                   "runtime_config": first["runtime_config"], "load_s": first["load_s"],
+                                   "warmup": first["warmup"]}}
     if first.get("device_latency_ms"):
         fields["device_latency_ms"] = first["device_latency_ms"]
     if len(timings) > 1:
@@ -148,7 +153,7 @@ def run(job: dict) -> CellResult:
     except Exception as exc:  # noqa: BLE001 - any framework error fails only this cell
         traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0]
-        name = "" if isinstance(exc, measure.NonFinite) else f"{type(exc).__name__}: "
+        name = "" if isinstance(exc, PhaseFailed) else f"{type(exc).__name__}: "
         fields, status, reason = {}, "failed", f"{name}{first}"[:500]
     return CellResult(**common, status=status, reason=reason, versions=backend.versions(),
                       duration_s=time.perf_counter() - start, **fields)

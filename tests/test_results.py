@@ -44,9 +44,10 @@ def test_cell_carries_the_fixed_fields():
 
 
 def test_timing_loop_meets_both_duration_and_count():
-    calls = []
-    samples = timed_loop(lambda b: calls.append(b), None, warmup=3, min_duration_s=0.05, min_count=7)
-    assert len(samples) >= 7 and len(calls) == len(samples) + 3
+    calls, warm = [], {}
+    samples = timed_loop(lambda b: calls.append(b), None, warmup=3, min_duration_s=0.05, min_count=7, record=warm)
+    assert len(samples) >= 7 and len(calls) == len(samples) + warm["calls"]
+    assert warm["calls"] >= 20 and warm["steady"]  # steadiness compares the last 10 calls with the 10 before
     stats = summarize([1.0, 2.0, 3.0, 4.0])
     assert stats["p50"] == 2.5 and stats["n"] == 4 and stats["min"] == 1.0
 
@@ -71,3 +72,22 @@ def test_schema_3_cells_migrate_keeping_their_memory_figure_with_a_note():
     assert v4["schema_version"] == 4 and v4["peak_rss_bytes"] == 621_694_976 and v4["quantize_s"] == 5.4
     assert v4["memory"]["run_peak_bytes"] is None and "ru_maxrss" in v4["memory"]["note"]
     assert v4["import_s"] is None and v4["accuracy"]["ties"] is None and v4["accuracy"]["top1"] == 91.0
+
+
+def test_warm_up_lasts_until_calls_are_steady():
+    """A runtime that speeds up over its first 40 calls (torch eager at batch 64 in a fresh process: its
+    allocator faulting in pages) is warmed past the ramp, however few calls or seconds were asked for."""
+    import time
+
+    from harness.measure import warm_up
+
+    n = []
+
+    def run(_):
+        n.append(1)
+        time.sleep(max(0.0005, 0.004 - 0.0001 * len(n)))  # 4 ms down to 0.5 ms over 35 calls, then flat
+
+    info = warm_up(run, None, calls=3, seconds=0.0)
+    assert info["steady"] and 40 <= info["calls"] <= 70
+    capped = warm_up(lambda _: time.sleep(0.001), None, calls=3, seconds=0.05, cap_s=0.005)
+    assert 0.005 <= capped["s"] < 0.05 and capped["calls"] < 20 and not capped["steady"]
