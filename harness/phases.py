@@ -86,7 +86,7 @@ def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup
     load_s = time.perf_counter() - t0
     inp = session.prepare(batch)
     warm: dict = {}
-    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count, s.get("warmup_s", 0.5), warm)
+    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count, s["warmup_s"], warm)
     out = {"samples_ms": samples, "load_s": round(load_s, 4), "warmup": warm, "config": session.config}
     stages = getattr(session, "stages", None)
     if stages is not None:  # GPU: h2d / compute / d2h, each stage synchronized (latency_ms stays end to end)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class Session:
