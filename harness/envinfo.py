@@ -80,6 +80,4 @@ def capture() -> dict:
             "os": {"system": platform.system(), "release": platform.release(),
                    "libc": " ".join(platform.libc_ver())},
             "python": sys.version.split()[0], "packages": packages(),
-            # workers run with the runner's fixed malloc thresholds unless this was set (see runner.py)
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "harness_version": harness.__version__, "git": git_info(), "container": container_info()}

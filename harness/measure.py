@@ -130,6 +130,20 @@ def vm_hwm_bytes() -> int | None:
     return None
 
 
+def child_processes() -> list[str]:
+    """The command lines of this process's live children: a timing process must have none. (IPEX's import used
+    to start Inductor's compile-worker pool, which ran beside the timed loop; see runner.WORKER_ENV_DEFAULTS.)"""
+    out = []
+    for task in Path("/proc/self/task").glob("*/children"):
+        for pid in task.read_text().split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # it ended meanwhile
+                continue
+            out.append(cmd.strip()[:200])
+    return sorted(out)
+
+
 # Student t 0.975 quantiles for 1..30 degrees of freedom; beyond 30 the last entry (2.042) is used, which
 # is conservative (the limit, 1.960, is 4% lower).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -24,7 +24,11 @@ def top1(c):
 
 
 def top1_text(c) -> str:
-    return "not measured" if top1(c) is None else f"{top1(c):.2f}"
+    """† marks a runtime whose predictions changed with the first input shape an instance saw (README)."""
+    if top1(c) is None:
+        return "not measured"
+    check = (c.get("accuracy") or {}).get("first_shape_check") or {}
+    return f"{top1(c):.2f}" + ("†" if check.get("agree", 100.0) < 100.0 else "")
 
 
 def size_mb(c):

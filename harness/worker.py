@@ -122,7 +122,9 @@ def measure_cell(job: dict, backend) -> dict:
               "memory": memory, "peak_rss_bytes": max(v for v in (build_peak, memory["run_peak_bytes"]) if v),
               **build, "details": {**artifact.details, **accuracy["inspect"], "artifact": str(artifact.path),
                                    "runtime_config": first["runtime_config"], "load_s": first["load_s"],
-                                   "warmup": first["warmup"]}}
+                                   "warmup": first["warmup"],
+                                   # processes that ran beside a timing loop: none, or the figure is suspect
+                                   "timing_children": sorted({c for t in timings for c in t["children"]})}}
     if first.get("device_latency_ms"):
         fields["device_latency_ms"] = first["device_latency_ms"]
     if len(timings) > 1:

@@ -109,3 +109,35 @@ def test_repeat_interval_is_the_t_interval_and_flags_disagreeing_processes():
     assert iv["half_width_ms"] == pytest.approx(4.303 * np.std([1.0, 1.02, 0.99], ddof=1) / np.sqrt(3))
     bad = repeat_interval([0.7, 0.7, 1.33])  # one process in the slow mode
     assert bad["unstable"] and bad["spread"] == pytest.approx(0.63 / np.mean([0.7, 0.7, 1.33]), abs=1e-4)
+
+
+class _FirstShapeSession:
+    """A test double for one runtime behaviour, not a backend: an instance whose first call fixes its
+    outputs, as IPEX 2.8's int8 TorchScript does (it specializes on the first shape it sees)."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, x):
+        self.first = self.first or len(x)
+        scores = np.eye(10, dtype=np.float32)[x[:, 0, 0, 0].astype(int) % 10]  # image i predicts class i % 10
+        return scores if self.first > 1 else scores[:, ::-1]  # one image first: every prediction mirrored
+
+
+class _Loader:
+    def load(self, artifact, threads, batch=None):
+        return _FirstShapeSession()
+
+
+def test_first_shape_check_counts_predictions_that_follow_the_first_shape():
+    from harness.phases import first_shape_check
+
+    x, y = np.zeros((30, 3, 4, 4), np.float32), np.arange(30) % 10
+    x[:, 0, 0, 0] = np.arange(30)  # the image's index, which the double reads back
+    job = {"settings": {"batch_sizes": [8]}, "threads": 1}
+    records = {"top1": (np.arange(30) % 10).astype(np.uint8), "credit1": np.ones(30, np.float32)}
+    check = first_shape_check(job, _Loader(), None, x, y, records)
+    # mirrored: class c becomes 9 - c, which never equals c (10 classes), so nothing agrees and nothing scores
+    assert check == {"images": 30, "first_batch": 1, "agree": 0.0, "top1": 100.0, "top1_first_batch1": 0.0}
+    stable = {**records, "top1": (9 - np.arange(30) % 10).astype(np.uint8)}
+    assert first_shape_check(job, _Loader(), None, x, y, stable)["agree"] == 100.0

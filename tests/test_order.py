@@ -1,7 +1,15 @@
 """Order of measurement must not change a figure: for every registered backend x precision that runs here,
 batch-1 latency on a fresh instance agrees within 15% before and after an accuracy pass at batch 64 (torch.ao
 int8 used to be 1.74x slower after it: oneDNN kept the first shape's kernels). Each cell is built and timed in
-the interpreter `harness run` would use (IPEX: its own environment)."""
+the interpreter `harness run` would use (IPEX: its own environment).
+
+Timed at ONE thread. On these shared 2-vCPU VMs a 2-thread instance swings between two speeds in phases of a few
+seconds, whatever ran before it (OpenVINO int8 resnet20: 0.20 or 0.30 ms, 8 fresh instances in a row slow, then 5
+fast; the same loop at 1 thread: 0.267-0.269 ms for 16 instances). Such a swing would both hide an order effect and
+fake one (CI failed once on OpenVINO int8 at 2 threads: best of 5 0.221 ms before, 0.263 after). The effect this
+test guards against is per instance and per shape, not per thread count: at 1 thread, timing the accuracy
+pass's own instance (the old procedure; MEASURE's "reuse" switch) gives torch.ao int8 1.73x before vs after, which
+this test fails, against 1.01-1.06x with the fresh instances the harness uses."""
 
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from tests.conftest import REPO, source_for
 MODEL = "resnet20"
 
 TRIES = 5
+THREADS = 1
 
 # Built in one process and measured in a fresh one that loads the artifact from disk, as `harness run` does
 # (a process that has just imported TensorFlow and converted a model times its first loops 15-20% slow).
@@ -59,8 +68,8 @@ art = Artifact(Path(built["path"]), (Path(built["path"]),), built["details"], sr
 x = np.load(a["x"])
 
 
-def p50():
-    s = backend.load(art, 2, 1)
+def p50(s=None):
+    s = s or backend.load(art, a["threads"], 1)
     samples = measure.timed_loop(s.run, s.prepare(x[:1]), 10, a["seconds"], 20, a["warmup_s"])
     del s
     gc.collect()
@@ -71,11 +80,12 @@ before, after = [], []
 try:
     for _ in range(a["tries"]):
         before.append(p50())
-        acc = backend.load(art, 2)  # the accuracy pass: batch 64 and a short last batch, on its own instance
+        acc = backend.load(art, a["threads"])  # the accuracy pass: batch 64 and a short last batch, on its own instance
         for i in range(0, len(x), 64):
             acc(x[i:i + 64])
+        # "reuse" times the accuracy pass's own instance: the old procedure, to show this test catches it
+        after.append(p50(acc if a.get("reuse") else None))
         del acc
-        after.append(p50())
 except Unsupported as exc:  # e.g. OpenVINO accepted an f16 hint the CPU has no kernels for
     print(json.dumps({"unsupported": str(exc)}))
     sys.exit(0)
@@ -117,23 +127,21 @@ def test_batch1_latency_does_not_depend_on_an_earlier_accuracy_pass(backend, pre
     # a slow emulated kernel (fp16 without avx512_fp16: ~30 ms a call) still gets 20 samples per try
     args = {"model": MODEL, "backend": backend, "precision": precision, "weights": str(src.weights),
             "calib": str(tmp / "calib.npy"), "x": str(tmp / "x.npy"), "workdir": str(tmp_path), "tries": TRIES,
-            "seconds": 0.3, "warmup_s": RunSettings().warmup_s}  # the harness's own warm-up
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), **env}
+            "seconds": 0.3, "threads": THREADS, "warmup_s": RunSettings().warmup_s}  # the harness's own warm-up
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     proc = subprocess.run([python, "-c", BUILD, json.dumps(args)], capture_output=True, text=True, timeout=900,
-                          env=env)
+                          env={**env, "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     built = json.loads(proc.stdout.strip().splitlines()[-1])
     if "unsupported" in built:
         pytest.skip(f"{backend} {precision}: {built['unsupported']}")
     proc = subprocess.run([python, "-c", MEASURE, json.dumps(args), json.dumps(built)], capture_output=True,
-                          text=True, timeout=900, env=env)
+                          text=True, timeout=900, env={**env, "OMP_NUM_THREADS": str(THREADS)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if "unsupported" in result:
         pytest.skip(f"{backend} {precision}: {result['unsupported']}")
-    # The best of 5 tries on each side: on these VMs a fresh 2-thread instance lands in a fast or a slow mode
-    # (onnxruntime int8: 0.70 or 1.33 ms, whatever ran before), which a median of 5 can split 3/2 either way.
-    # A slowdown the accuracy pass caused (torch.ao int8 was 1.74x) slows every try after it, the best too.
-    before, after = min(result["before"]), min(result["after"])
+    # the median of 5 tries on each side: at 1 thread a try is stable to ~1%, the median sets aside a stray one
+    before, after = float(np.median(result["before"])), float(np.median(result["after"]))
     assert abs(after / before - 1) <= 0.15, f"{backend} {precision}: p50 {before:.3f} ms before, {after:.3f} after " \
                                             f"({result})"
