@@ -71,3 +71,21 @@ def test_tflite_resnet8_int8_is_at_most_30_percent_of_fp32(data_dir, shared_cach
     assert int8.size_bytes() <= 0.30 * fp32.size_bytes(), (int8.size_bytes(), fp32.size_bytes())
     for art in (fp32, int8):
         assert art.details["unstripped_size_bytes"] > art.size_bytes()
+
+
+def test_the_shared_onnx_export_is_keyed_by_the_model_definition(monkeypatch, tmp_path):
+    """A cached export made by older model code (resnet8 used to end in softmax) must not be reused: the name
+    carries a digest of the defining source files, which changes with any edit to them."""
+    import shutil
+
+    import harness.backends.source as source
+    from harness.backends.source import definition_digest
+
+    spec = ZOO["resnet8"]
+    before = definition_digest(spec)
+    assert before != definition_digest(ZOO["resnet20"])  # resnet8.py vs resnet_cifar.py
+    copy = tmp_path / "source.py"
+    shutil.copy(source.__file__, copy)
+    copy.write_text(copy.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(source, "__file__", str(copy))
+    assert definition_digest(spec) != before

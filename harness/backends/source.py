@@ -20,6 +20,23 @@ ONNX_OPSET = 17
 CALIB_BATCH_BYTES = 8 << 20  # 8 MiB: 100 CIFAR images (1.2 MB) stay one batch; 224 x 224 images go 13 at a time
 
 
+def definition_digest(spec: ModelSpec) -> str:
+    """sha256 (12 hex) of the source files that define the exported module: the zoo, the builder's module and
+    this file (which strips a final softmax). Any edit re-exports; a stale export would be silently reused."""
+    import hashlib
+
+    import harness.models as models
+
+    pkg = Path(models.__file__).parent
+    kind = spec.builder.partition(":")[0]
+    files = [pkg / "__init__.py", pkg / f"{kind}.py", Path(__file__)]  # kinds are module names
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 @dataclass
 class Source:
     spec: ModelSpec
@@ -64,8 +81,10 @@ class Source:
 
         from harness.data.download import file_digest
 
-        # named by the weight file's digest: an ImageNet model may run published or seeded random weights
-        name = f"{self.spec.name}-{file_digest(self.weights)[:12]}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+        # named by the weight file's digest (an ImageNet model may run published or seeded random weights) and
+        # by the code that defines the module: a cache made before resnet8 lost its softmax held softmax outputs
+        name = (f"{self.spec.name}-{file_digest(self.weights)[:12]}-def{definition_digest(self.spec)}"
+                f"-torch{torch.__version__}-opset{ONNX_OPSET}.onnx")
         path = cache_dir() / "onnx" / name
         meta = path.with_suffix(".json")  # how long the export took when it was made: export_s is the same
         if path.is_file() and meta.is_file():  # figure whether or not this cell found it in the cache
