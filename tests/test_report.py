@@ -113,3 +113,17 @@ def test_html_is_self_contained(tmp_path):
     assert "Content-Security-Policy" in html and html.count("<svg") == 6
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "<table>" in html and "x86-cpu" in html
+
+
+def test_top1_is_marked_when_predictions_follow_the_first_shape():
+    from harness.progress import cell_line
+    from harness.tables import top1_text
+
+    cell = {"status": "ok", "accuracy": {"top1": 90.4567, "first_shape_check": {"agree": 91.7}}, "size_bytes": 1e6,
+            "latency_ms": {"p50": 1.0}, "throughput": [{"batch": 64, "images_per_s": 10.0}]}
+    assert top1_text(cell) == "90.46†"
+    assert cell_line(cell).startswith("top-1 90.46%†  ")
+    cell["accuracy"]["first_shape_check"]["agree"] = 100.0
+    assert top1_text(cell) == "90.46"
+    del cell["accuracy"]["first_shape_check"]  # cells from before the check
+    assert top1_text(cell) == "90.46"
