@@ -26,6 +26,7 @@ from harness.models import ZOO
 
 FIRST_SHAPE_IMAGES = 1000  # images re-predicted by the first-shape check (a tenth of CIFAR-10's test set)
 
+
 def load_artifact(job: dict, meta: Path) -> Artifact:
     from harness.worker import make_source
 

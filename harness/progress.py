@@ -17,14 +17,11 @@ if not console.is_terminal:
 def cell_line(cell: dict) -> str:
     if cell["status"] != "ok":
         return f"{cell['status']}: {cell.get('reason')}"
-    acc, lat = cell["accuracy"], cell["latency_ms"]
+    lat = cell["latency_ms"]
     thr = cell["throughput"][-1]
-    unit = "" if acc["top1"] is None else "%"
     iv = cell.get("latency_interval") or {}
     warn = (f"  UNSTABLE: timing processes differ by {iv['spread']:.0%}" if iv.get("unstable") else "")
-    top1 = top1_text(cell)
-    top1 = f"{top1.rstrip('†')}{unit}" + ("†" if top1.endswith("†") else "")  # 91.77%†, not 91.77†%
-    return (f"top-1 {top1}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
+    return (f"top-1 {top1_text(cell, '%')}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
             f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}{warn}")
 
 

@@ -37,6 +37,11 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_thres
 WORKER_ENV_DEFAULTS = {"GLIBC_TUNABLES": MALLOC_TUNABLES, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
 
 
+def worker_env_in_effect() -> dict:
+    """WORKER_ENV_DEFAULTS with the user's own values where set: what workers get and run.json records."""
+    return {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     target: Target
@@ -114,7 +119,7 @@ def open_run(cfg: RunConfig, arms: list[Arm]) -> dict:
         "selection": {"models": cfg.models, "backends": cfg.backends, "precisions": cfg.precisions},
         "preprocessed_sha256": {m: t["sha256"] for m, t in prep.tensors.items()},
         "environment": {**envinfo.capture(),
-                        "worker_env": {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}},
+                        "worker_env": worker_env_in_effect()},
     }
     write_json(manifest_path, manifest)
     return manifest
@@ -146,8 +151,7 @@ def worker_env(threads: int, python: Path | None) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)  # set before any framework is imported in the worker
-    for var, value in WORKER_ENV_DEFAULTS.items():
-        env.setdefault(var, value)
+    env.update(worker_env_in_effect())
     if python is None:
         env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     else:  # another environment: only its own copy of the harness, never this env's site-packages

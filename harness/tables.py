@@ -23,12 +23,13 @@ def top1(c):
     return c["accuracy"]["top1"]
 
 
-def top1_text(c) -> str:
-    """† marks a runtime whose predictions changed with the first input shape an instance saw (README)."""
+def top1_text(c, unit: str = "") -> str:
+    """† (after the unit) marks a runtime whose predictions changed with the first input shape an instance saw
+    (README)."""
     if top1(c) is None:
         return "not measured"
     check = (c.get("accuracy") or {}).get("first_shape_check") or {}
-    return f"{top1(c):.2f}" + ("†" if check.get("agree", 100.0) < 100.0 else "")
+    return f"{top1(c):.2f}{unit}" + ("†" if check.get("agree", 100.0) < 100.0 else "")
 
 
 def size_mb(c):
