@@ -3,7 +3,9 @@
 Batch-1 latency gets a verdict only when both runs used --repeat 3 or more: the run-to-run Student-t interval
 of N identical timing processes. One process's samples are correlated and miss process-to-process noise
 (about 30% on these VMs), so without it the latency verdict is `inconclusive`. A change counts only when
-the two intervals do not overlap AND the ratio passes the threshold.
+the two intervals do not overlap AND the ratio passes the threshold. Those processes take turns, so the
+interval is theirs, not the host's: a cell whose timing rounds swung more than the threshold
+(details.host_swing) gets `inconclusive` too, since the host alone could have moved it that far.
 
 Accuracy must match exactly: every backend here computes the same artifact from the same inputs
 (calibration is deterministic: fixed images, no random sampling inside the quantizers used) and runs it
@@ -81,7 +83,7 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
     ratio = mb / ma
     overlap = not disjoint(iv_a, iv_b)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
-    why = latency_inconclusive(a, b)
+    why = latency_inconclusive(a, b, threshold)
     if acc_delta != 0:  # (None too: measured in one run only)
         verdict = "accuracy changed"
     elif why and abs(ratio - 1) > threshold:
@@ -97,13 +99,17 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
             "intervals_overlap": overlap, "interval_kind": [kind_a, kind_b], "throughput_ratio": thr_ratio}
 
 
-def latency_inconclusive(a: dict, b: dict) -> str | None:
+def latency_inconclusive(a: dict, b: dict, threshold: float) -> str | None:
     """Why two cells' latencies cannot be called faster or slower (None: they can)."""
     n = min((c.get("latency_interval") or {}).get("n", 1) for c in (a, b))
     if n < MIN_REPEAT:
         return f"latency needs --repeat {MIN_REPEAT} or more in both runs (run-to-run interval), got {n}"
     if a.get("_cpu") != b.get("_cpu"):
         return f"different CPU: {a.get('_cpu')} -> {b.get('_cpu')}"
+    for run, c in (("A", a), ("B", b)):  # a host that moved more than the change sought could have made it
+        swing = (c.get("details") or {}).get("host_swing")
+        if swing is not None and swing > threshold:
+            return f"host unstable in run {run}: its timing rounds swung {swing:.0%} (details.host_swing)"
     return None
 
 

@@ -164,6 +164,25 @@ def repeat_interval(p50s: list[float]) -> dict:
             "method": "mean of per-process median latencies, Student-t 95% interval"}
 
 
+def host_swing(timings: list[tuple[list[float], list[list]]]) -> float | None:
+    """How far the host moved while the cell was timed, from the interleaved blocks (harness/baton.py):
+    each round's median (one block per timing process, taken in turn), then the 10th-90th percentile range
+    of the rounds over their median. Identical processes cannot see a slow phase that falls on all of them
+    alike, so their agreement says nothing about the host: this does (IPEX int8 resnet20, --repeat 3: the
+    processes within 1.5%, the rounds 0.275 ms for 0.4 s and 0.377 ms after). None below 5 rounds.
+    timings: per process, (samples in ms, [[start, end, n], ...] blocks in order)."""
+    per = []
+    for samples, blocks in timings:
+        ends = np.cumsum([b[2] for b in blocks])
+        per.append([float(np.median(samples[e - b[2]:e])) for e, b in zip(ends, blocks, strict=True)])
+    k = min(len(p) for p in per) if per else 0
+    if k < 5:
+        return None
+    rounds = np.median(np.array([p[:k] for p in per]), axis=0)
+    lo, hi = np.percentile(rounds, [10, 90])
+    return round(float((hi - lo) / np.median(rounds)), 4)
+
+
 def block_bootstrap_median_ci(samples, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """(median, low, high): 95% moving-block bootstrap interval of one process's median. Consecutive samples
     are correlated (frequency, cache and scheduler states last longer than one call), so blocks of about

@@ -5,7 +5,8 @@
   inspect() (e.g. ORT's placement profile) asked of that instance afterwards.
 - timing: batch-1 latency on a fresh instance, then each throughput batch on a fresh instance of its own,
   each static where the runtime has static shapes. Its memory figure is this process's high-water mark
-  (load + inference), nothing of the build or of the runner.
+  (load + inference), nothing of the build or of the runner. Under a worker, the --repeat N timing processes
+  take turns in short blocks (harness/baton.py), so the host's slow phases fall on all of them alike.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import numpy as np
 
 from harness import measure
 from harness.backends import Artifact, Unsupported, get_backend
+from harness.baton import BLOCKS_PER_DURATION, Turns
 from harness.data.imagenet import Normalized
 from harness.models import ZOO
 
 FIRST_SHAPE_IMAGES = 1000  # images re-predicted by the first-shape check (a tenth of CIFAR-10's test set)
+SPIN_OUT_S = 0.01  # the pause before a block of calls too long to settle with calls (libgomp spins ~6 ms)
 
 
 def load_artifact(job: dict, meta: Path) -> Artifact:
@@ -104,17 +107,23 @@ def save_predictions(path: Path, records: dict) -> None:
     os.replace(tmp, path)
 
 
-def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup: int, count: int) -> dict:
-    """One timed configuration on an instance loaded for this shape alone, then dropped."""
+def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup: int, count: int,
+               turns: Turns) -> dict:
+    """One timed configuration on an instance loaded for this shape alone, then dropped. Every step runs while
+    this process holds the baton (harness/baton.py): load and warm-up in one turn, then one block per turn
+    until the worker says stop."""
     s = job["settings"]
+    turns.take()
     t0 = time.perf_counter()
     session = backend.load(artifact, job["threads"], len(batch))
     load_s = time.perf_counter() - t0
     inp = session.prepare(batch)
-    warm: dict = {}
-    samples = measure.timed_loop(session.run, inp, warmup, s["min_duration_s"], count, s["warmup_s"], warm)
+    warm = measure.warm_up(session.run, inp, warmup, s["warmup_s"]) if warmup or s["warmup_s"] else \
+        {"calls": 0, "s": 0.0, "steady": None}
+    turns.give()
+    samples, blocks = timed_blocks(session.run, inp, s, count, turns, warm["s"] / max(warm["calls"], 1))
     out = {"samples_ms": samples, "load_s": round(load_s, 4), "warmup": warm, "config": session.config,
-           "children": measure.child_processes()}
+           "children": measure.child_processes(), "blocks": blocks}
     stages = getattr(session, "stages", None)
     if stages is not None:  # GPU: h2d / compute / d2h, each stage synchronized (latency_ms stays end to end)
         calls = stages(batch)
@@ -123,23 +132,48 @@ def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup
                          for name, call in calls.items()}
     del session, inp
     gc.collect()
+    turns.give()  # "stop" answered: the shape is done and its instance dropped
     return out
 
 
-def timing(job: dict, backend, artifact: Artifact) -> dict:
+def timed_blocks(run, inp, s: dict, count: int, turns: Turns, call_s: float) -> tuple[list[float], list[list]]:
+    """Samples (ms) in blocks of min_duration_s / 10, one per turn, and when each block ran: [start, end]
+    in Unix seconds and its sample count. call_s: how long a call took in the warm-up."""
+    samples: list[float] = []
+    blocks: list[list] = []
+    block_s = s["min_duration_s"] / BLOCKS_PER_DURATION
+    while turns.take():
+        # Untimed settling, a quarter block: the previous holder's runtime threads go on spinning for a few ms
+        # after its block, and its data fill the caches (torch.ao int8 resnet20 under --repeat 3: a block's
+        # first 6 calls ran 1.1-1.5x its tail; IPEX its first call 1.2x). A call longer than that (an emulated
+        # fp16 batch: seconds) would double the cell's time for little: a pause lets the spinning end instead.
+        if call_s < block_s / 4:
+            measure.timed_loop(run, inp, 0, block_s / 4, 1)
+        else:
+            time.sleep(SPIN_OUT_S)
+        start = time.time()
+        block = measure.timed_loop(run, inp, 0, block_s, 1)
+        call_s = block[-1] / 1e3
+        samples += block
+        blocks.append([round(start, 4), round(time.time(), 4), len(block)])
+        turns.give(len(samples) >= count and sum(samples) >= s["min_duration_s"] * 1e3)
+    return samples, blocks
+
+
+def timing(job: dict, backend, artifact: Artifact, turns: Turns) -> dict:
     s = job["settings"]
     x = test_inputs(job)
-    one = time_shape(backend, artifact, job, np.ascontiguousarray(x[:1]), s["warmup"], s["min_count"])
+    one = time_shape(backend, artifact, job, np.ascontiguousarray(x[:1]), s["warmup"], s["min_count"], turns)
     thr, load_s, warmup, children = [], {"1": one["load_s"]}, {"1": one["warmup"]}, set(one["children"])
     for b in s["batch_sizes"]:
         batch = np.ascontiguousarray(np.resize(x[:b], (b, *x.shape[1:])))
-        r = time_shape(backend, artifact, job, batch, max(2, s["warmup"] // 5), max(5, s["min_count"] // 10))
+        r = time_shape(backend, artifact, job, batch, max(2, s["warmup"] // 5), max(5, s["min_count"] // 10), turns)
         thr.append({"batch": b, "images_per_s": measure.throughput(r["samples_ms"], b), "samples_ms": r["samples_ms"]})
         load_s[str(b)], warmup[str(b)] = r["load_s"], r["warmup"]
         children.update(r["children"])
-    return {"latency_samples_ms": one["samples_ms"], "throughput": thr, "runtime_config": one["config"],
-            "load_s": load_s, "warmup": warmup, "device_latency_ms": one.get("stages"),
-            "peak_bytes": measure.vm_hwm_bytes(), "children": sorted(children)}
+    return {"latency_samples_ms": one["samples_ms"], "latency_blocks": one["blocks"], "throughput": thr,
+            "runtime_config": one["config"], "load_s": load_s, "warmup": warmup,
+            "device_latency_ms": one.get("stages"), "peak_bytes": measure.vm_hwm_bytes(), "children": sorted(children)}
 
 
 def main(argv: list[str]) -> int:
@@ -148,13 +182,14 @@ def main(argv: list[str]) -> int:
     from harness.results import write_json
     from harness.worker import die_with_parent
 
-    mode, job_path, meta, out = argv
+    mode, job_path, meta, out, *fds = argv  # fds: the baton's pipes (timing under a worker)
     die_with_parent(os.getppid())  # the cell's worker: killed on its timeout, it takes this process along
     job = json.loads(Path(job_path).read_text())
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
         artifact = load_artifact(job, Path(meta))
-        result = (accuracy if mode == "accuracy" else timing)(job, backend, artifact)
+        result = (accuracy(job, backend, artifact) if mode == "accuracy" else
+                  timing(job, backend, artifact, Turns(fds[0] if fds else None)))
     except Unsupported as exc:
         result = {"unsupported": str(exc)}
     except measure.NonFinite as exc:

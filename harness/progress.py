@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.measure import UNSTABLE
 from harness.tables import top1_text
 
 console = Console(stderr=True)
@@ -21,6 +22,9 @@ def cell_line(cell: dict) -> str:
     thr = cell["throughput"][-1]
     iv = cell.get("latency_interval") or {}
     warn = (f"  UNSTABLE: timing processes differ by {iv['spread']:.0%}" if iv.get("unstable") else "")
+    swing = (cell.get("details") or {}).get("host_swing")
+    if swing is not None and swing > UNSTABLE:
+        warn += f"  HOST UNSTABLE: timing rounds swung {swing:.0%}"
     return (f"top-1 {top1_text(cell, '%')}  {cell['size_bytes'] / 1e6:.3f} MB  p50 {lat['p50']:.2f} ms  "
             f"{thr['images_per_s']:.0f} img/s @ bs{thr['batch']}{warn}")
 

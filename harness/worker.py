@@ -3,8 +3,9 @@
 Build phase, here: import the framework (import_s), convert + calibrate + quantize (quantize_s; the shared
 ONNX export is export_s), save the artifact; memory.build_peak_bytes is this process's own high-water mark.
 Then every measurement runs in a fresh process of its own that loads the artifact from disk
-(harness/phases.py): one accuracy pass, then --repeat N identical timing processes. So no timed instance was
-ever touched by another input shape, and the N timing processes follow one procedure. A crash or hang here
+(harness/phases.py): one accuracy pass, then --repeat N identical timing processes that take turns in short
+blocks (harness/baton.py). So no timed instance was ever touched by another input shape, the N timing
+processes follow one procedure, and the host's slow phases fall on all of them alike. A crash or hang here
 costs only this cell; the runner records it.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import measure
+from harness import baton, measure
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
 from harness.models import ZOO
@@ -94,8 +95,19 @@ def spawn_phase(mode: str, job: dict, meta: Path) -> dict:
     read its JSON. Its output goes to this cell's log. Unsupported/failed verdicts come back as such."""
     out = meta.with_name(f"{mode}.{time.monotonic_ns()}.json")
     proc = subprocess.run([sys.executable, "-m", "harness.phases", mode, job["_job_path"], str(meta), str(out)])
-    if proc.returncode != 0 or not out.is_file():
-        raise RuntimeError(f"{mode} process exited with code {proc.returncode} (see the cell log)")
+    return phase_result(mode, proc.returncode, out)
+
+
+def spawn_timings(job: dict, meta: Path) -> list[dict]:
+    """The --repeat N timing processes, taking turns under one baton (harness/baton.py)."""
+    outs = [meta.with_name(f"timing.{i}.{time.monotonic_ns()}.json") for i in range(job["settings"]["repeat"])]
+    codes = baton.run_timing(job, meta, outs)
+    return [phase_result("timing", code, out) for code, out in zip(codes, outs, strict=True)]
+
+
+def phase_result(mode: str, code: int, out: Path) -> dict:
+    if code != 0 or not out.is_file():
+        raise RuntimeError(f"{mode} process exited with code {code} (see the cell log)")
     result = json.loads(out.read_text())
     out.unlink()
     if "unsupported" in result:
@@ -112,7 +124,7 @@ def measure_cell(job: dict, backend) -> dict:
     meta.write_text(json.dumps({"path": str(artifact.path), "files": [str(f) for f in artifact.files],
                                 "details": artifact.details}, default=str))
     accuracy = spawn_phase("accuracy", job, meta)
-    timings = [spawn_phase("timing", job, meta) for _ in range(job["settings"]["repeat"])]
+    timings = spawn_timings(job, meta)
     first = timings[0]
     memory = {"build_peak_bytes": build_peak, "run_peak_bytes": max(t["peak_bytes"] for t in timings),
               "accuracy_peak_bytes": accuracy["peak_bytes"]}
@@ -122,9 +134,11 @@ def measure_cell(job: dict, backend) -> dict:
               "memory": memory, "peak_rss_bytes": max(v for v in (build_peak, memory["run_peak_bytes"]) if v),
               **build, "details": {**artifact.details, **accuracy["inspect"], "artifact": str(artifact.path),
                                    "runtime_config": first["runtime_config"], "load_s": first["load_s"],
-                                   "warmup": first["warmup"],
+                                   "warmup": first["warmup"], "latency_blocks": first["latency_blocks"],
                                    # processes that ran beside a timing loop: none, or the figure is suspect
-                                   "timing_children": sorted({c for t in timings for c in t["children"]})}}
+                                   "timing_children": sorted({c for t in timings for c in t["children"]}),
+                                   "host_swing": measure.host_swing([(t["latency_samples_ms"], t["latency_blocks"])
+                                                                     for t in timings])}}
     if first.get("device_latency_ms"):
         fields["device_latency_ms"] = first["device_latency_ms"]
     if len(timings) > 1:
@@ -134,9 +148,11 @@ def measure_cell(job: dict, backend) -> dict:
 
 
 def repeat_summary(t: dict, size: int) -> dict:
-    """One timing process: its median, its raw samples (the first's are also the cell's), its throughput."""
+    """One timing process: its median, its raw samples (the first's are also the cell's) and when their blocks
+    ran, its throughput."""
     return {"latency_p50_ms": float(np.median(t["latency_samples_ms"])), "latency_samples_ms":
-            t["latency_samples_ms"], "size_bytes": size, "run_peak_bytes": t["peak_bytes"],
+            t["latency_samples_ms"], "latency_blocks": t["latency_blocks"], "size_bytes": size,
+            "run_peak_bytes": t["peak_bytes"],
             "throughput": [{"batch": r["batch"], "images_per_s": r["images_per_s"]} for r in t["throughput"]]}
 
 

@@ -67,6 +67,20 @@ def test_latency_without_enough_identical_processes_is_inconclusive(tmp_path, n,
     assert run_cli("compare", str(a), str(c)).returncode == 0
 
 
+def test_a_host_that_swung_more_than_the_threshold_makes_latency_inconclusive(tmp_path):
+    """Interleaved processes agree even when the host moved under all of them; a 2x change measured while
+    the timing rounds swung 35% is not called."""
+    a, c = _with_repeats(tmp_path / "a", RUN_A, 3), _with_repeats(tmp_path / "c", RUN_C, 3)
+    for path in (c / "cells").glob("*.json"):
+        cell = json.loads(path.read_text())
+        cell.setdefault("details", {})["host_swing"] = 0.35
+        path.write_text(json.dumps(cell))
+    result = compare(a, c)
+    assert {v["verdict"] for v in result["cells"]} == {"inconclusive"}
+    assert all("host unstable in run B: its timing rounds swung 35%" in v["inconclusive"] for v in result["cells"])
+    assert {v["verdict"] for v in compare(a, c, threshold=0.40)["cells"]} == {"slower"}  # swing below threshold
+
+
 def test_measurement_settings_must_match(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(RUN_A, run)

@@ -111,6 +111,59 @@ def test_repeat_interval_is_the_t_interval_and_flags_disagreeing_processes():
     assert bad["unstable"] and bad["spread"] == pytest.approx(0.63 / np.mean([0.7, 0.7, 1.33]), abs=1e-4)
 
 
+def _blocks(round_values: list[float], per_block: int = 4) -> tuple[list[float], list[list]]:
+    samples = [v for v in round_values for _ in range(per_block)]
+    return samples, [[float(i), i + 0.5, per_block] for i in range(len(round_values))]
+
+
+def test_host_swing_is_the_spread_of_the_rounds_not_of_the_processes():
+    from harness.measure import host_swing
+
+    rounds = [1.0] * 5 + [1.5] * 5  # the host's two speeds: half the rounds 1.0 ms, half 1.5 ms
+    a, b = _blocks(rounds), _blocks([v * 1.02 for v in rounds])  # process B 2% slower throughout
+    # round medians 1.01 and 1.515: 10th-90th percentile range 0.505 over their median 1.2625
+    assert host_swing([a, b]) == pytest.approx(0.4, abs=1e-4)
+    assert host_swing([_blocks([1.0] * 10), _blocks([1.3] * 10)]) == 0.0  # processes apart, host steady
+    assert host_swing([_blocks([1.0, 2.0, 1.0, 2.0])]) is None  # 4 rounds: too few to say
+
+
+def test_a_timing_process_alone_takes_turns_with_itself():
+    """Run by hand (no worker, no pipes), a timing process blocks until it has enough, then stops the shape."""
+    from harness.baton import Turns
+
+    t = Turns(None)
+    assert t.take() is True  # load + warm-up
+    t.give()
+    assert t.take() is True  # block 1: not enough yet
+    t.give(enough=False)
+    assert t.take() is True  # block 2: now enough
+    t.give(enough=True)
+    assert t.take() is False  # the shape stops
+    t.give()
+    assert t.take() is True  # the next shape loads
+
+
+@pytest.mark.parametrize("call_s, settles", [(0.0005, True), (0.02, False)])
+def test_blocks_settle_with_untimed_calls_unless_one_call_is_longer_than_that(call_s, settles):
+    """A block of 10 ms starts with 2.5 ms of untimed calls (the previous holder's threads spin on); a 20-ms
+    call would double the work for that, so a pause replaces them: every call is then a sample."""
+    import time
+
+    from harness.baton import Turns
+    from harness.phases import timed_blocks
+
+    calls = []
+
+    def run(_):
+        calls.append(1)
+        time.sleep(call_s)
+
+    samples, blocks = timed_blocks(run, None, {"min_duration_s": 0.1}, 3, Turns(None), call_s)
+    assert sum(samples) >= 100 and len(samples) >= 3 and sum(b[2] for b in blocks) == len(samples)
+    untimed = len(calls) - len(samples)
+    assert untimed >= len(blocks) if settles else untimed == 0, (untimed, len(blocks))
+
+
 class _FirstShapeSession:
     """A test double for one runtime behaviour, not a backend: an instance whose first call fixes its
     outputs, as IPEX 2.8's int8 TorchScript does (it specializes on the first shape it sees)."""

@@ -40,6 +40,15 @@ def test_repeat_gives_each_cell_a_run_to_run_interval(repeated):
         assert iv["half_width_ms"] == pytest.approx(12.706 * np.std(p50s, ddof=1) / np.sqrt(2))
         assert iv["high_ms"] - iv["low_ms"] == pytest.approx(2 * iv["half_width_ms"]) and "Student-t" in iv["method"]
         assert cell["latency_samples_ms"] == cell["repeats"][0]["latency_samples_ms"]  # the first process's
+        # the processes took turns: block j of process 1, then of process 2, then block j+1 of process 1 ...,
+        # each ending before the next began (sequential processes or overlapping ones both fail this)
+        blocks = [r["latency_blocks"] for r in cell["repeats"]]
+        k = min(len(b) for b in blocks)
+        assert k >= 5, blocks
+        order = [b[j] for j in range(k) for b in blocks]
+        assert all(x[1] <= y[0] for x, y in zip(order, order[1:], strict=False)), order
+        assert [sum(b[2] for b in p) for p in blocks] == [len(r["latency_samples_ms"]) for r in cell["repeats"]]
+        assert 0 <= cell["details"]["host_swing"] < 5
         assert {r["size_bytes"] for r in cell["repeats"]} == {cell["size_bytes"]}
         assert cell["recipe"]["name"] == "minmax-per-tensor-1000" and cell["recipe"]["calibration_size"] == 100
 
