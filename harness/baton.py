@@ -57,12 +57,12 @@ class Timer:
     """The worker's side of one timing process."""
 
     def __init__(self, argv: list[str]):
-        cmd_r, self.cmd_w = os.pipe()
-        self.rep_r, rep_w = os.pipe()
+        cmd_r, cmd_w = os.pipe()
+        rep_r, rep_w = os.pipe()
         self.proc = subprocess.Popen([*argv, f"{cmd_r},{rep_w}"], pass_fds=(cmd_r, rep_w))
         os.close(cmd_r)
         os.close(rep_w)  # ours closed, so the process's exit reads as end of file
-        self.w, self.r = os.fdopen(self.cmd_w, "w"), os.fdopen(self.rep_r, "r")
+        self.w, self.r = os.fdopen(cmd_w, "w"), os.fdopen(rep_r, "r")
         self.alive, self.enough = True, False
 
     def turn(self, command: str) -> None:

@@ -84,12 +84,17 @@ def warm_up(run, inp, calls: int, seconds: float, cap_s: float = WARMUP_CAP_S) -
             return {"calls": len(times), "s": round(elapsed, 3), "steady": bool(steady)}
 
 
+def warm_up_if_asked(run, inp, calls: int, seconds: float) -> dict:
+    """warm_up, or its record of no warm-up when neither calls nor seconds are asked for."""
+    return warm_up(run, inp, calls, seconds) if calls or seconds else {"calls": 0, "s": 0.0, "steady": None}
+
+
 def timed_loop(run, inp, warmup: int, min_duration_s: float, min_count: int, warmup_s: float = 0.0,
                record: dict | None = None) -> list[float]:
     """Warm up (see warm_up; what it took goes into `record`), then call run(inp) until BOTH min_duration_s
     and min_count are reached; samples in ms. inp is prepared once by the caller (Session.prepare), so only
     the runtime call is inside the clock."""
-    info = warm_up(run, inp, warmup, warmup_s) if warmup or warmup_s else {"calls": 0, "s": 0.0, "steady": None}
+    info = warm_up_if_asked(run, inp, warmup, warmup_s)
     if record is not None:
         record.update(info)
     samples: list[float] = []

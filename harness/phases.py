@@ -118,8 +118,7 @@ def time_shape(backend, artifact: Artifact, job: dict, batch: np.ndarray, warmup
     session = backend.load(artifact, job["threads"], len(batch))
     load_s = time.perf_counter() - t0
     inp = session.prepare(batch)
-    warm = measure.warm_up(session.run, inp, warmup, s["warmup_s"]) if warmup or s["warmup_s"] else \
-        {"calls": 0, "s": 0.0, "steady": None}
+    warm = measure.warm_up_if_asked(session.run, inp, warmup, s["warmup_s"])
     turns.give()
     samples, blocks = timed_blocks(session.run, inp, s, count, turns, warm["s"] / max(warm["calls"], 1))
     out = {"samples_ms": samples, "load_s": round(load_s, 4), "warmup": warm, "config": session.config,
