@@ -46,6 +46,10 @@ def _matrix_args(p) -> None:
     p.add_argument("--min-count", type=int, help="calls each latency loop makes at least")
     p.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 900)")
     p.add_argument("--test-limit", type=int, help="use the first N test images (default: all)")
+    p.add_argument("--accuracy-budget", type=float, metavar="S",
+                   help="seconds the accuracy pass may take per cell, estimated from the measured throughput; "
+                   "over it a seeded class-stratified subset is evaluated and footnoted (default 120; 0 = always "
+                   "the whole test set, for publishing)")
     p.add_argument("--repeat", type=int, help="time each cell N times, each in a fresh process; cells then "
                    "carry a run-to-run 95%% interval (default 1)")
 

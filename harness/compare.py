@@ -7,9 +7,12 @@ the two intervals do not overlap AND the ratio passes the threshold. Those proce
 interval is theirs, not the host's: a cell whose timing rounds swung more than the threshold
 (details.host_swing) gets `inconclusive` too, since the host alone could have moved it that far.
 
-Accuracy must match exactly: every backend here computes the same artifact from the same inputs
-(calibration is deterministic: fixed images, no random sampling inside the quantizers used) and runs it
-with deterministic CPU kernels, so any change means the artifact, calibration or runtime changed.
+Accuracy must match exactly on the same CPU: every CPU backend here computes the same artifact from the same
+inputs (calibration is deterministic: fixed images, no random sampling inside the quantizers used) and runs it
+with deterministic kernels, so any change means the artifact, calibration or runtime changed. Across CPUs
+(another ISA runs other fp32 kernels during calibration, so scales move slightly) and for a backend that is not
+deterministic (Backend.NONDETERMINISTIC), McNemar's exact test on the two runs' per-image predictions decides:
+p >= 0.05 is `same` with the note "accuracy within noise".
 Identity fields (weights, calibration images, test set, every recipe key) and how the runs were measured
 (threads, batch sizes, warm-up, loop duration and count, test subset) must match, or the cell is refused
 naming the field; a different CPU model makes every latency verdict `inconclusive`; version changes are
@@ -21,6 +24,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from harness import stats
 from harness.errors import UserError
 from harness.measure import disjoint, latency_interval
 from harness.recipe import differences
@@ -46,8 +52,58 @@ def _load(run_dir: Path) -> tuple[dict, dict]:
     settings = (run.get("identity") or {}).get("settings") or {}
     for c in cells.values():  # what compare_cell reads of the run: its measurement settings and CPU
         c["_settings"] = {k: settings.get(k) for k in SETTINGS}
-        c["_cpu"] = ((run.get("environment") or {}).get("cpu") or {}).get("model")
+        cpu = (run.get("environment") or {}).get("cpu") or {}
+        c["_cpu"], c["_isa"] = cpu.get("model"), isa_level(cpu.get("isa") or {})
     return run, cells
+
+
+ISA_LEVELS = (("amx_tile", "avx512_amx"), ("avx512_fp16", "avx512_fp16"), ("avx512_bf16", "avx512_bf16"),
+              ("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx_vnni", "avx_vnni"), ("avx2", "avx2"))
+
+
+def isa_level(isa: dict) -> str:
+    """The richest x86 extension a CPU has, by what changes the kernels a runtime picks (AMX > ... > AVX2)."""
+    return next((name for flag, name in ISA_LEVELS if isa.get(flag)), "sse" if isa else "unknown")
+
+
+def predictions(cell: dict) -> dict | None:
+    """A cell's per-image predictions (cells/<stem>.pred.npz beside its JSON), or None if not kept."""
+    path = Path(cell["_path"]).with_suffix(".pred.npz")
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def accuracy_verdict(a: dict, b: dict) -> tuple[bool, str | None]:
+    """(changed, note). Exact equality on one CPU for a deterministic backend; otherwise McNemar's exact test
+    on the images both runs predicted (p < 0.05: changed)."""
+    top_a, top_b = a["accuracy"]["top1"], b["accuracy"]["top1"]
+    pa, pb = predictions(a), predictions(b)
+    same_preds = pa is not None and pb is not None and np.array_equal(pa["top1"], pb["top1"])
+    if top_a == top_b and (same_preds or pa is None or pb is None):
+        return False, None
+    from harness.backends import BACKENDS
+
+    why = []
+    if (a.get("_cpu"), a.get("_isa")) != (b.get("_cpu"), b.get("_isa")):
+        why.append(f"CPU changed: {a.get('_isa')} -> {b.get('_isa')}" if a.get("_isa") != b.get("_isa") else
+                   f"CPU changed: {a.get('_cpu')} -> {b.get('_cpu')}")
+    nondet = getattr(BACKENDS.get(a["backend"]), "NONDETERMINISTIC", "")
+    if nondet:
+        why.append(f"{a['backend']} is not deterministic ({nondet})")
+    if None in (top_a, top_b) or pa is None or pb is None or "label" not in pa or "label" not in pb:
+        return True, "; ".join(why + ["no per-image predictions to test the change"]) if why else None
+    ma, mb = stats.paired(pa, pb)
+    if ma is None:
+        return True, "; ".join(why + ["no test images in common"])
+    test = stats.paired_delta(mb["top1"] == mb["label"], ma["top1"] == ma["label"])
+    p = f"McNemar p={test['p_value']:.3g}, discordant {test['discordant'][0]}/{test['discordant'][1]}"
+    if not why:
+        return True, f"same CPU and a deterministic backend: any change is real ({p})"
+    if test["p_value"] >= stats.ALPHA:
+        return False, "; ".join(why) + f"; accuracy within noise ({p})"
+    return True, "; ".join(why) + f"; accuracy changed beyond noise ({p})"
 
 
 def measurement_differences(a: dict, b: dict) -> list[str]:
@@ -84,7 +140,8 @@ def compare_cell(a: dict, b: dict, threshold: float, allow_identity: bool) -> di
     overlap = not disjoint(iv_a, iv_b)
     thr_ratio = b["throughput"][-1]["images_per_s"] / a["throughput"][-1]["images_per_s"]
     why = latency_inconclusive(a, b, threshold)
-    if acc_delta != 0:  # (None too: measured in one run only)
+    acc_changed, out["accuracy_note"] = accuracy_verdict(a, b)
+    if acc_changed:
         verdict = "accuracy changed"
     elif why and abs(ratio - 1) > threshold:
         verdict, out["inconclusive"] = "inconclusive", why
@@ -147,6 +204,7 @@ def markdown(result: dict) -> str:
         else:
             nums = [" -> ".join(c.get("status", [])) or "", "", "", ""]
         notes = "; ".join(c.get("identity_differs", []) + c.get("versions_differ", []) +
+                          ([c["accuracy_note"]] if c.get("accuracy_note") else []) +
                           ([c["inconclusive"]] if c.get("inconclusive") else []) +
                           ([f"only in {'B' if c.get('missing_in') == 'A' else 'A'}"] if c["verdict"] == "missing"
                            else []))

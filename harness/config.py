@@ -39,6 +39,9 @@ class RunSettings:
     timeout_s: float = 900.0
     test_limit: int = 0  # 0 = the whole test set
     repeat: int = 1  # timing runs per cell, each in a fresh process (the interval needs >= 2)
+    # seconds the accuracy pass may take, estimated from the measured throughput; over it, a seeded
+    # class-stratified subset is evaluated instead and the cell says so (0 = always the whole test set)
+    accuracy_budget_s: float = 120.0
 
     def resolved_threads(self) -> int:
         return self.threads or len(os.sched_getaffinity(0))
@@ -46,8 +49,9 @@ class RunSettings:
 
 _SETTING_TYPES = {
     "threads": int, "batch_sizes": list, "warmup": int, "warmup_s": float, "min_duration_s": float, "min_count": int,
-    "timeout_s": float, "test_limit": int, "repeat": int,
+    "timeout_s": float, "test_limit": int, "repeat": int, "accuracy_budget_s": float,
 }
+ZERO_ALLOWED = {"accuracy_budget_s"}  # floats where 0 means "off"
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,10 @@ def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> Ru
             _expect(bool(ok), where, f"run.{key}", value, "a non-empty list of positive integers")
             value = tuple(value)
         elif kind is float:
-            _expect(isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
-                    where, f"run.{key}", value, "a positive number")
+            zero = key in ZERO_ALLOWED
+            _expect(isinstance(value, int | float) and not isinstance(value, bool)
+                    and (value > 0 or (zero and value == 0)), where, f"run.{key}", value,
+                    "a number >= 0 (0: off)" if zero else "a positive number")
             value = float(value)
         else:
             _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 0,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # What the harness itself imports in a worker (keep in step with pyproject's dependencies).
-HARNESS_DEPS = ("numpy", "h5py", "platformdirs", "psutil", "rich")
+HARNESS_DEPS = ("numpy", "h5py", "platformdirs", "psutil", "rich", "scipy")
 PKG = Path(__file__).resolve().parent
 
 

@@ -1,8 +1,9 @@
 """A cell's measurements, each in a fresh process that loads the artifact from disk:
-`python -m harness.phases accuracy|timing JOB.json ARTIFACT.json OUT.json`.
+`python -m harness.phases accuracy|timing JOB.json ARTIFACT.json OUT.json [SUBSET_JSON | FDS]`.
 
-- accuracy: one instance (dynamic shape) over the whole test set; predictions saved; the backend's
-  inspect() (e.g. ORT's placement profile) asked of that instance afterwards.
+- accuracy: one instance (dynamic shape) over the whole test set, or over a seeded class-stratified subset
+  when the worker's time budget says so; predictions saved; the backend's inspect() (e.g. ORT's placement
+  profile) asked of that instance afterwards.
 - timing: batch-1 latency on a fresh instance, then each throughput batch on a fresh instance of its own,
   each static where the runtime has static shapes. Its memory figure is this process's high-water mark
   (load + inference), nothing of the build or of the runner. Under a worker, the --repeat N timing processes
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import measure
+from harness import measure, stats
 from harness.backends import Artifact, Unsupported, get_backend
 from harness.baton import BLOCKS_PER_DURATION, Turns
 from harness.data.imagenet import Normalized
@@ -47,15 +48,39 @@ def test_inputs(job: dict):
     return Normalized(x, spec.preprocess) if spec.dataset == "imagenet" else x
 
 
-def accuracy(job: dict, backend, artifact: Artifact) -> dict:
+class Subset:
+    """Rows `index` of a test tensor (memory-mapped array or Normalized), read slice by slice."""
+
+    def __init__(self, x, index: np.ndarray):
+        self.x, self.index = x, index
+        self.shape = (len(index), *x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.x[self.index[key]])
+
+
+def accuracy(job: dict, backend, artifact: Artifact, subset: dict | None = None) -> dict:
+    """subset: {"m": images, ...why}: a time-budgeted pass on a seeded class-stratified subset (the worker
+    decides from the measured throughput, see worker.accuracy_plan); None: the whole test set."""
     session = backend.load(artifact, job["threads"])
     s = job["settings"]
     x, y = test_inputs(job), np.load(job["paths"]["test_y"])
+    index = stats.stratified_subset(y, subset["m"]) if subset else np.arange(len(y))
+    if subset:
+        x, y = Subset(x, index), y[index]
     acc, records = measure.evaluate(session, x, y, max(s["batch_sizes"]), ZOO[job["model"]].num_classes)
+    records.update(index=index.astype(np.int32), label=y)
     if job.get("accuracy_not_measured"):  # timing inputs without labels: predictions serve agreement only
         acc = {"top1": None, "top5": None, "per_class": None, "n": 0, "agree_n": int(len(records["top1"])),
                "not_measured": job["accuracy_not_measured"]}
-    acc.update(agreement(records["top1"], job))
+    else:
+        acc["top1_ci95"] = stats.wilson(acc["top1"] * acc["n"] / 100, acc["n"])
+    if subset:
+        acc["subset"] = {**{k: v for k, v in subset.items() if k != "m"}, "seed": stats.SUBSET_SEED}
+    acc.update(against_reference(records, job))
     save_predictions(Path(job["paths"]["pred"]), records)
     inspected = backend.inspect(session, artifact)
     del session
@@ -84,19 +109,38 @@ def first_shape_check(job: dict, backend, artifact: Artifact, x, y: np.ndarray, 
     return out
 
 
-def agreement(pred: np.ndarray, job: dict) -> dict:
-    """Percent of images whose argmax equals the reference: the same backend's fp32 cell of this run (variant
-    "", or the sweep arm's). The reference itself carries null and says so."""
+def against_reference(records: dict, job: dict) -> dict:
+    """Against the reference (the same backend's fp32 cell of this run, variant "" or the sweep arm's), on the
+    images both saw: agree_fp32, the percent of equal argmaxes, and delta_vs_fp32 (stats.paired_delta: the
+    top-1 change with McNemar's exact p on the discordant images). The reference itself carries null."""
     ref = job["agree_ref"]
     if ref is None:
-        return {"agree_fp32": None, "agree_ref": "self: this cell is the fp32 reference"}
+        return {"agree_fp32": None, "agree_ref": "self: this cell is the fp32 reference", "delta_vs_fp32": None}
     path = Path(job["paths"]["cell"]).with_name(f"{ref}.pred.npz")
     if not path.is_file():
-        return {"agree_fp32": None, "agree_ref": f"{ref} (no predictions: that cell did not run)"}
+        return {"agree_fp32": None, "agree_ref": f"{ref} (no predictions: that cell did not run)",
+                "delta_vs_fp32": None}
     with np.load(path) as z:
-        top1 = z["top1"]
-    same = top1.shape == pred.shape
-    return {"agree_fp32": round(float((top1 == pred).mean() * 100), 4) if same else None, "agree_ref": ref}
+        theirs = {k: z[k] for k in z.files}
+    mine, theirs = stats.paired(records, theirs)
+    if mine is None:
+        return {"agree_fp32": None, "agree_ref": f"{ref} (no images in common)", "delta_vs_fp32": None}
+    delta = None
+    if not job.get("accuracy_not_measured"):
+        delta = stats.paired_delta(mine["top1"] == mine["label"], theirs["top1"] == theirs["label"],
+                                   mine["credit1"], theirs["credit1"])
+        delta["per_class"] = per_class_p(mine, theirs, ZOO[job["model"]].num_classes)
+    return {"agree_fp32": round(float((mine["top1"] == theirs["top1"]).mean() * 100), 4), "agree_ref": ref,
+            "delta_vs_fp32": delta}
+
+
+def per_class_p(mine: dict, theirs: dict, n_classes: int) -> list | None:
+    """McNemar's exact p of each class's top-1 change (CIFAR-10's 10 classes; ImageNet's 1000 make none)."""
+    if n_classes > 10 or "label" not in theirs:
+        return None
+    ok, ref_ok, label = mine["top1"] == mine["label"], theirs["top1"] == theirs["label"], mine["label"]
+    return [stats.paired_delta(ok[label == c], ref_ok[label == c])["p_value"] if (label == c).any() else None
+            for c in range(n_classes)]
 
 
 def save_predictions(path: Path, records: dict) -> None:
@@ -181,14 +225,15 @@ def main(argv: list[str]) -> int:
     from harness.results import write_json
     from harness.worker import die_with_parent
 
-    mode, job_path, meta, out, *fds = argv  # fds: the baton's pipes (timing under a worker)
+    # extra: timing: the baton's pipes (under a worker); accuracy: the subset plan as JSON (a budgeted pass)
+    mode, job_path, meta, out, *extra = argv
     die_with_parent(os.getppid())  # the cell's worker: killed on its timeout, it takes this process along
     job = json.loads(Path(job_path).read_text())
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
         artifact = load_artifact(job, Path(meta))
-        result = (accuracy(job, backend, artifact) if mode == "accuracy" else
-                  timing(job, backend, artifact, Turns(fds[0] if fds else None)))
+        result = (accuracy(job, backend, artifact, json.loads(extra[0]) if extra else None) if mode == "accuracy"
+                  else timing(job, backend, artifact, Turns(extra[0] if extra else None)))
     except Unsupported as exc:
         result = {"unsupported": str(exc)}
     except measure.NonFinite as exc:

@@ -59,11 +59,12 @@ class Progress:
         self.bar.advance(self.task)
 
 
-def summary(cells: list[dict], title: str) -> Table:
+def summary(cells: list[dict], title: str, wall_s: float | None = None) -> Table:
+    """Every cell's figures and its share of the run's wall time (what to cut when a run is too slow)."""
     table = Table(title=title)
-    for col in ("model", "backend", "precision", "status", "top-1 %", "size MB", "p50 ms bs1", "img/s"):
-        table.add_column(col, justify="right" if col[0].isdigit() or "%" in col or "MB" in col
-                         or "ms" in col or "/s" in col else "left")
+    for col in ("model", "backend", "precision", "status", "top-1 %", "size MB", "p50 ms bs1", "img/s", "cell s",
+                "% of wall"):
+        table.add_column(col, justify="left" if col in ("model", "backend", "precision", "status") else "right")
     for c in cells:
         if c["status"] == "ok":
             thr = c["throughput"][-1]
@@ -72,5 +73,17 @@ def summary(cells: list[dict], title: str) -> Table:
         else:
             nums = ("", "", "", "")
         precision = c["precision"] + (f" ({c['variant']})" if c.get("variant") else "")
-        table.add_row(c["model"], c["backend"], precision, c["status"], *nums)
+        secs = c.get("duration_s") or 0.0
+        share = f"{secs / wall_s:.0%}" if wall_s else ""
+        table.add_row(c["model"], c["backend"], precision, c["status"], *nums, f"{secs:.0f}", share)
     return table
+
+
+def wall_line(cells: list[dict], wall_s: float, slowest: int = 5) -> str:
+    """The run's wall time and its slowest cells with their shares."""
+    top = sorted(cells, key=lambda c: -(c.get("duration_s") or 0))[:slowest]
+    cell_s = sum(c.get("duration_s") or 0 for c in cells)
+    parts = [f"{c['model']}/{c['backend']}/{c['precision']} {c.get('duration_s') or 0:.0f} s "
+             f"({(c.get('duration_s') or 0) / wall_s:.0%})" for c in top]
+    return (f"wall time {wall_s / 60:.1f} min for {len(cells)} cells ({cell_s / 60:.1f} min in cells); "
+            f"slowest: {', '.join(parts)}")

@@ -20,7 +20,7 @@ from harness.results import RUN_SCHEMA_VERSION, read_json
 
 FLAGS = {"threads": "--threads", "warmup": "--warmup", "warmup_s": "--warmup-duration",
          "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
-         "test_limit": "--test-limit", "repeat": "--repeat"}
+         "test_limit": "--test-limit", "repeat": "--repeat", "accuracy_budget_s": "--accuracy-budget"}
 
 
 def run_args(run: dict) -> list[str]:
@@ -37,6 +37,8 @@ def run_args(run: dict) -> list[str]:
             args += ["--batch-sizes", ",".join(map(str, value))]
         elif key in FLAGS and not (key == "repeat" and value == 1):
             args += [FLAGS[key], str(value)]
+    if "accuracy_budget_s" not in settings:  # recorded before the budget: every cell saw the whole test set
+        args += ["--accuracy-budget", "0"]
     if "recipe" in ident:
         args += ["--recipe", json.dumps(ident["recipe"], separators=(",", ":"))]
     else:  # recorded before recipes: the flags that harness version had

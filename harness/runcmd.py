@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ SETTING_FLAGS = {  # CLI flag -> RunSettings field
     "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "warmup_duration": "warmup_s",
     "min_duration": "min_duration_s",
     "min_count": "min_count", "timeout": "timeout_s", "test_limit": "test_limit", "repeat": "repeat",
+    "accuracy_budget": "accuracy_budget_s",
 }
 
 
@@ -95,9 +97,10 @@ def run_config(args):
 
 def cmd_run(args) -> int:
     from harness.prepare import prepare
-    from harness.progress import console, summary
+    from harness.progress import console, summary, wall_line
     from harness.runner import Arm, execute
 
+    start = time.monotonic()
     cfg = run_config(args)
     prep = prepare(cfg.data_dir, cfg.may_download, cfg.models, cfg.settings, cfg.recipe, cfg.cache)
     console.print(f"run {cfg.out_dir}: {len(cfg.models)} models x {len(cfg.backends)} backends x "
@@ -105,7 +108,9 @@ def cmd_run(args) -> int:
                   f"{prep.calibration['size']} calibration images (recipe {cfg.recipe.name}), "
                   f"{cfg.settings.resolved_threads()} threads, timing x{cfg.settings.repeat}")
     cells = execute(cfg, [Arm("", cfg.recipe, prep)])
-    console.print(summary(cells, f"{cfg.out_dir}"))
+    wall = time.monotonic() - start
+    console.print(summary(cells, f"{cfg.out_dir}", wall))
+    console.print(wall_line(cells, wall), highlight=False)
     return 0
 
 

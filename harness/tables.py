@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.data.cifar10 import CLASSES
 from harness.measure import disjoint, latency_interval
+from harness.stats import ALPHA, ns_mark, wilson
 
 PRECISION_LABELS = {"fp32": "Float32", "fp16": "Float16", "bf16": "BFloat16", "int8": "Int8 (static)",
                     "uint8": "UInt8", "dynamic": "Dynamic range"}
@@ -25,11 +26,42 @@ def top1(c):
 
 def top1_text(c, unit: str = "") -> str:
     """† (after the unit) marks a runtime whose predictions changed with the first input shape an instance saw
-    (README)."""
+    (README); ‡ a top-1 measured on a time-budgeted subset (see subset_notes)."""
     if top1(c) is None:
         return "not measured"
     check = (c.get("accuracy") or {}).get("first_shape_check") or {}
-    return f"{top1(c):.2f}{unit}" + ("†" if check.get("agree", 100.0) < 100.0 else "")
+    return (f"{top1(c):.2f}{unit}" + ("†" if check.get("agree", 100.0) < 100.0 else "")
+            + ("‡" if c["accuracy"].get("subset") else ""))
+
+
+def subset_notes(cells: list[dict]) -> list[str]:
+    """One footnote per cell whose accuracy pass ran on a subset: how many images of how many, and why."""
+    out = []
+    for c in cells:
+        sub = c["status"] == "ok" and (c.get("accuracy") or {}).get("subset")
+        if sub:
+            out.append(f"‡ {c['model']} {column(c)} {PRECISION_LABELS[c['precision']]}: (n={c['accuracy']['n']:,} "
+                       f"of {sub['of']:,}: {sub['reason']}; seeded class-stratified subset, seed {sub['seed']})")
+    return out
+
+
+def delta_text(c: dict, ref: dict) -> str:
+    """Top-1 change vs the same backend's fp32, paired on the images both saw, with (n.s.) when McNemar's
+    exact test finds it within noise; cells recorded before the test get the plain difference."""
+    d = c["accuracy"].get("delta_vs_fp32")
+    if d:
+        return f"{d['points']:+.2f}{ns_mark(d)}"
+    agree = c["accuracy"].get("agree_fp32")  # without labels, agreement with fp32 is the fidelity left
+    return (f"{top1(c) - top1(ref):+.2f}" if top1(c) is not None and top1(ref) is not None
+            else f"agrees {agree:.1f}%" if agree is not None else "n/a")
+
+
+def ci_text(c: dict) -> str:
+    """Wilson 95% interval of the top-1 (computed here for cells recorded before it was stored)."""
+    acc = c["accuracy"]
+    ci = acc.get("top1_ci95") or (wilson(acc["top1"] * acc["n"] / 100, acc["n"])
+                                  if acc.get("top1") is not None and acc.get("n") else None)
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a"
 
 
 def size_mb(c):
@@ -101,6 +133,7 @@ def matrix(cells: list[dict], metric: str) -> dict:
         rows.append(row)
     unmeasured = {c["accuracy"].get("not_measured") for c in cells if c["status"] == "ok" and value(c) is None}
     notes += sorted(f"accuracy not measured: {why}" for why in unmeasured if why)
+    notes += subset_notes(cells) if metric == "top1" else []
     if notes and metric != "top1":
         notes = ["reasons [1]..[n]: see the top-1 accuracy table above"]
     return {"title": title, "header": ["Precision", *cols], "rows": rows, "footnotes": notes,
@@ -129,20 +162,20 @@ def comparison(cells: list[dict]) -> dict:
         if ref is None:
             delta = reduction = lat = thr = "n/a"
         else:
-            agree = c["accuracy"].get("agree_fp32")  # without labels, agreement with fp32 is the fidelity left
-            delta = (f"{top1(c) - top1(ref):+.2f}" if top1(c) is not None
-                     else f"agrees {agree:.1f}%" if agree is not None else "n/a")
+            delta = "" if c is ref else delta_text(c, ref)
             reduction = f"{(1 - c['size_bytes'] / ref['size_bytes']) * 100:.1f}"
             lat = f"{p50(ref) / p50(c):.2f}x" + ("" if c is ref or significant(c, ref) else " (n.s.)")
             thr = f"{best_throughput(c) / best_throughput(ref):.2f}x"
-        rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], top1_text(c), delta,
+        rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], top1_text(c), ci_text(c), delta,
                            f"{size_mb(c):.3f}", reduction, lat, thr))
-    header = ["Framework", "Precision", "Top-1 %", "Δ vs fp32", "Size MB", "Size reduction %",
+    header = ["Framework", "Precision", "Top-1 %", "Top-1 95% CI", "Δ vs fp32", "Size MB", "Size reduction %",
               "Speedup (latency)", "Speedup (throughput)"]
     kinds = sorted({latency_interval(c)[3] for c in cells if c["status"] == "ok"} - {"none"})
     note = [f"n.s.: the two latency intervals overlap, so the speedup is not significant (intervals: "
             f"{', '.join(kinds)}; run-to-run needs --repeat 2 or more, within-process understates the noise)"]
     note = note if kinds else []
+    note += [f"(n.s.) after a Δ: McNemar's exact test on the images only one of the two cells gets right gives "
+             f"p >= {ALPHA}: the change is within noise. Top-1 95% CI: Wilson interval"] + subset_notes(cells)
     return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": note}
 
 
@@ -182,17 +215,18 @@ def per_class(cells: list[dict]) -> dict:
                 or not c["accuracy"].get("per_class"):
             continue
         row = _plain(column(c), PRECISION_LABELS[c["precision"]])
-        for q, f in zip(c["accuracy"]["per_class"], ref["accuracy"]["per_class"], strict=True):
+        ps = (c["accuracy"].get("delta_vs_fp32") or {}).get("per_class") or [None] * len(CLASSES)
+        for q, f, p in zip(c["accuracy"]["per_class"], ref["accuracy"]["per_class"], ps, strict=True):
             if q is None or f is None:  # a class absent from a test subset
                 row += _plain("")
                 continue
             delta = q - f
             flag = delta < FLAG_DROP
             flagged += flag
-            row.append({"text": f"{delta:+.1f}" + (" ⚠" if flag else ""), "bold": flag})
+            row.append({"text": f"{delta:+.1f}" + ns_mark({"p_value": p}) + (" ⚠" if flag else ""), "bold": flag})
         rows.append(row)
     note = [f"⚠ marks a class that loses more than {-FLAG_DROP:.0f} points vs the same framework's fp32 "
-            f"({flagged} flagged)"]
+            f"({flagged} flagged); (n.s.): McNemar's exact p >= {ALPHA} on that class's images"]
     return {"title": "Per-class top-1 change vs fp32 (points)", "header": ["Framework", "Precision", *CLASSES],
             "rows": rows, "footnotes": note}
 

@@ -3,10 +3,11 @@
 Build phase, here: import the framework (import_s), convert + calibrate + quantize (quantize_s; the shared
 ONNX export is export_s), save the artifact; memory.build_peak_bytes is this process's own high-water mark.
 Then every measurement runs in a fresh process of its own that loads the artifact from disk
-(harness/phases.py): one accuracy pass, then --repeat N identical timing processes that take turns in short
-blocks (harness/baton.py). So no timed instance was ever touched by another input shape, the N timing
-processes follow one procedure, and the host's slow phases fall on all of them alike. A crash or hang here
-costs only this cell; the runner records it.
+(harness/phases.py): --repeat N identical timing processes that take turns in short blocks
+(harness/baton.py), then one accuracy pass, on a seeded stratified subset when the measured throughput says
+the whole test set would overrun the run's accuracy_budget_s. So no timed instance was ever touched by
+another input shape, the N timing processes follow one procedure, and the host's slow phases fall on all of
+them alike. A crash or hang here costs only this cell; the runner records it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from harness import baton, measure
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
 from harness.models import ZOO
+from harness.phases import FIRST_SHAPE_IMAGES
 from harness.recipe import from_dict as recipe_from_dict
 from harness.results import JOB_FIELDS, CellResult, write_json
+
+MIN_SUBSET = 500  # the fewest images a budgeted accuracy pass evaluates (50 per CIFAR-10 class), budget or not
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -90,11 +94,12 @@ class PhaseFailed(Exception):
     """A measurement process failed; its message is the cell's reason as it stands (type name included)."""
 
 
-def spawn_phase(mode: str, job: dict, meta: Path) -> dict:
+def spawn_phase(mode: str, job: dict, meta: Path, *extra: str) -> dict:
     """Run `python -m harness.phases MODE ...` (same interpreter, so a backend's own environment too) and
     read its JSON. Its output goes to this cell's log. Unsupported/failed verdicts come back as such."""
     out = meta.with_name(f"{mode}.{time.monotonic_ns()}.json")
-    proc = subprocess.run([sys.executable, "-m", "harness.phases", mode, job["_job_path"], str(meta), str(out)])
+    proc = subprocess.run([sys.executable, "-m", "harness.phases", mode, job["_job_path"], str(meta), str(out),
+                           *extra])
     return phase_result(mode, proc.returncode, out)
 
 
@@ -123,9 +128,10 @@ def measure_cell(job: dict, backend) -> dict:
     meta = Path(job["paths"]["workdir"]) / "artifact.json"
     meta.write_text(json.dumps({"path": str(artifact.path), "files": [str(f) for f in artifact.files],
                                 "details": artifact.details}, default=str))
-    accuracy = spawn_phase("accuracy", job, meta)
-    timings = spawn_timings(job, meta)
+    timings = spawn_timings(job, meta)  # first: the accuracy budget is planned from the measured throughput
     first = timings[0]
+    plan = accuracy_plan(job, first["throughput"])
+    accuracy = spawn_phase("accuracy", job, meta, *([json.dumps(plan)] if plan else []))
     memory = {"build_peak_bytes": build_peak, "run_peak_bytes": max(t["peak_bytes"] for t in timings),
               "accuracy_peak_bytes": accuracy["peak_bytes"]}
     fields = {"accuracy": accuracy["accuracy"], "size_bytes": artifact.size_bytes(),
@@ -145,6 +151,23 @@ def measure_cell(job: dict, backend) -> dict:
         fields["repeats"] = [repeat_summary(t, fields["size_bytes"]) for t in timings]
         fields["latency_interval"] = measure.repeat_interval([r["latency_p50_ms"] for r in fields["repeats"]])
     return fields
+
+
+def accuracy_plan(job: dict, throughput: list[dict]) -> dict | None:
+    """None: the whole test set fits the run's accuracy_budget_s (or there is none). Else the subset that
+    fits, estimated from this cell's measured throughput at the evaluation batch: the pass plus the
+    first-shape check's re-prediction (an emulated fp16 resnet56 took 836 s on the whole set)."""
+    budget = job["settings"].get("accuracy_budget_s", 0)
+    n, batch = int(job["test"]["size"]), max(job["settings"]["batch_sizes"])
+    ips = next(t["images_per_s"] for t in throughput if t["batch"] == batch)
+    estimate = (n + min(n, FIRST_SHAPE_IMAGES)) / ips
+    if not budget or estimate <= budget:
+        return None
+    fit = budget * ips  # images that fit: m of the pass + min(m, FIRST_SHAPE_IMAGES) of the check
+    m = int(fit / 2 if fit <= 2 * FIRST_SHAPE_IMAGES else fit - FIRST_SHAPE_IMAGES)
+    m = max(min(m, n), min(n, MIN_SUBSET))
+    return {"m": m, "of": n, "reason": f"over the {budget:g} s budget", "estimate_s": round(estimate, 1),
+            "budget_s": budget}
 
 
 def repeat_summary(t: dict, size: int) -> dict:

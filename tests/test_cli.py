@@ -127,3 +127,15 @@ def test_an_empty_selection_is_refused_not_read_as_the_default(flag, data_dir, t
     proc = run_cli("run", flag, "", "--data-dir", str(data_dir), "--out", str(tmp_path / "run"))
     _assert_user_error(proc, f"{flag} ''", "empty")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_end_of_a_run_names_its_wall_time_and_slowest_cells():
+    from harness.progress import summary, wall_line
+
+    cells = [{"model": "m", "backend": b, "precision": "fp32", "status": "unsupported", "duration_s": s}
+             for b, s in (("a", 30.0), ("b", 90.0), ("c", 0.5))]
+    line = wall_line(cells, 240.0, slowest=2)
+    assert line == ("wall time 4.0 min for 3 cells (2.0 min in cells); slowest: m/b/fp32 90 s (38%), "
+                    "m/a/fp32 30 s (12%)")
+    table = summary(cells, "t", 240.0)
+    assert [c._cells for c in table.columns[-2:]] == [["30", "90", "0"], ["12%", "38%", "0%"]]

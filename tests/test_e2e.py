@@ -97,6 +97,32 @@ def test_agreement_is_against_the_backends_own_fp32_predictions(run1, env_unavai
         assert c["accuracy"]["agree_fp32"] == pytest.approx(expected, abs=1e-4), (backend, precision)
 
 
+def test_delta_vs_fp32_is_mcnemar_on_the_saved_predictions(run1, test_split):
+    """accuracy.delta_vs_fp32 recounted from the two cells' saved predictions and the labels: the discordant
+    images each way, the points, and the exact binomial p of them; every top-1 inside its Wilson interval."""
+    from scipy.stats import binomtest
+
+    y = test_split.labels[:500]
+    for (backend, precision), c in _cells(run1).items():
+        if c["status"] != "ok":
+            continue
+        acc = c["accuracy"]
+        assert acc["top1_ci95"][0] < acc["top1"] < acc["top1_ci95"][1]
+        if precision == "fp32":
+            assert acc["delta_vs_fp32"] is None
+            continue
+        with np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, precision)}.pred.npz") as q, \
+                np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, 'fp32')}.pred.npz") as f:
+            assert np.array_equal(q["label"], y) and np.array_equal(q["index"], np.arange(500))
+            right, ref_right = q["top1"] == y, f["top1"] == y
+        b, k = int((ref_right & ~right).sum()), int((right & ~ref_right).sum())
+        d = acc["delta_vs_fp32"]
+        assert d["discordant"] == [b, k], (backend, precision)
+        assert d["p_value"] == pytest.approx(binomtest(b, b + k).pvalue if b + k else 1.0, rel=1e-3)
+        fp32 = _cells(run1)[(backend, "fp32")]["accuracy"]["top1"]
+        assert d["points"] == pytest.approx(acc["top1"] - fp32, abs=1e-3)
+
+
 def test_memory_and_build_times_are_each_cells_own(run1, env_unavailable):
     """Each figure comes from the cell's own processes: no two backends share a memory figure (they used to:
     ru_maxrss carried the runner's peak into every worker); the run phase never imported the converters."""
@@ -238,3 +264,31 @@ def test_report_of_a_real_run_equals_its_json(run1, tmp_path):
         (f"{lat['p50']:.2f} ({lat['p90']:.2f})" if lat["p90"] is not None else f"{lat['p50']:.2f} (p90: <10 samples)")
     thr = ort_uint8["throughput"][0]["images_per_s"]
     assert shown("Throughput (images/s at the largest batch)", "UInt8", "ONNX Runtime") == f"{thr:.0f} @64"
+
+
+def test_a_cell_over_the_accuracy_budget_is_evaluated_on_a_footnoted_subset(data_dir, shared_cache, test_split,
+                                                                             tmp_path):
+    """A budget no cell can meet (0.05 s for 2,000 images plus the first-shape check): accuracy runs on the
+    seeded class-stratified subset instead, the same images for both cells, and the report footnotes it."""
+    from harness import stats
+    from harness.report import render
+
+    out = tmp_path / "budget"
+    proc = run_cli("run", "--models", "resnet20", "--backends", "onnxruntime", "--precisions", "fp32,int8",
+                   "--data-dir", str(data_dir), "--out", str(out), *FAST[2:], "--test-limit", "2000",
+                   "--accuracy-budget", "0.05")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    y = test_split.labels[:2000]
+    expected, share = stats.stratified_subset(y, 500), np.bincount(y, minlength=10) / 4  # each class's quarter
+    for precision, c in ((p, _cells(out)[("onnxruntime", p)]) for p in ("fp32", "int8")):
+        acc = c["accuracy"]
+        assert c["status"] == "ok" and acc["n"] == 500, (precision, acc.get("n"))
+        assert acc["subset"]["of"] == 2000 and acc["subset"]["reason"] == "over the 0.05 s budget"
+        assert acc["subset"]["estimate_s"] > 0.05
+        with np.load(out / "cells" / f"{cell_stem('resnet20', 'onnxruntime', precision)}.pred.npz") as z:
+            assert np.array_equal(z["index"], expected) and np.array_equal(z["label"], y[expected])
+            assert np.abs(np.bincount(z["label"], minlength=10) - share).max() <= 1
+    assert _cells(out)[("onnxruntime", "int8")]["accuracy"]["delta_vs_fp32"]["n"] == 500
+    render([out], tmp_path / "report")
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "(n=500 of 2,000: over the 0.05 s budget; seeded class-stratified subset, seed 0)" in text

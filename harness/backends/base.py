@@ -89,6 +89,9 @@ class Backend:
     UNSUPPORTED_ON: dict[str, dict[str, str]] = {}  # device -> precision -> reason, for devices other than cpu
     # device -> extra cell variants besides the default one (e.g. onnxruntime's TensorRT execution provider)
     VARIANTS: dict[str, dict[str, str]] = {}
+    # why one artifact may predict differently from run to run on one machine ("" = it does not: the CPU
+    # runtimes here run fixed kernels, so `compare` holds them to exact equality on the same CPU)
+    NONDETERMINISTIC = ""
 
     def __init__(self, device: str = "cpu", variant: str = ""):
         # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind

@@ -32,6 +32,7 @@ DTYPES = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16
 
 class TensorRtBackend(Backend):
     NAME = "tensorrt"
+    NONDETERMINISTIC = "the engine builder picks its kernels (tactics) by timing them, so rebuilds can differ"
     MODULE = "tensorrt"
     PACKAGES = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu12-libs", "tensorrt-cu13-libs")
     DEVICES = ("cuda",)
