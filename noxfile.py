@@ -48,6 +48,13 @@ def compare(session):
 
 
 @nox.session
+def crosscheck(session):
+    """Re-time a run's cells with each runtime's own benchmark tool: nox -s crosscheck -- RUN_DIR."""
+    session.install("-e", ".[cpu]")
+    session.run("python", "-m", "harness", "crosscheck", *session.posargs)
+
+
+@nox.session
 def sweep(session):
     """Calibration sweep: nox -s sweep -- --models resnet20 --calibration-size 10,100,1000,5000."""
     session.install("-e", ".[cpu]")

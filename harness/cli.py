@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import crosscheck
 from harness.config import PRECISIONS, load_target
 from harness.errors import UserError
 from harness.recipe import METHODS, SELECTIONS
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--data-dir", help="CIFAR-10 and weights (default: $PTQ_HARNESS_DATA)")
     rr.add_argument("--results", default="results", help="where the new run goes (default: results)")
     rr.add_argument("--threshold", type=float, default=0.10, help="latency change that counts (default 0.10)")
+    crosscheck.add_parser(sub)
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "env": cmd_env, "report": cmd_report,
                 "container": cmd_container, "compare": cmd_compare,
-                "reproduce": cmd_reproduce}[args.command](args)
+                "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck}[args.command](args)
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

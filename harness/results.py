@@ -15,7 +15,9 @@ from harness.recipe import Recipe
 # 3 = adds `recipe` (every quantization setting) and `repeats` (per-process timing, see --repeat);
 # 4 = `memory` (the worker's own build and run peaks), `import_s`/`export_s` apart from `quantize_s`, tie-aware
 #     accuracy (`accuracy.ties`, `top1_range`), `agree_ref`, p90/p99 null below 10/100 samples.
-CELL_SCHEMA_VERSION = 4
+# 5 = timing before accuracy; accuracy.top1_ci95 (Wilson), accuracy.delta_vs_fp32 (McNemar), accuracy.subset
+#     (a time-budgeted pass); `crosscheck/<cell>.json` files beside the cells (harness crosscheck).
+CELL_SCHEMA_VERSION = 5
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
@@ -129,7 +131,20 @@ def _v3_to_v4(cell: dict) -> dict:
             "import_s": None, "export_s": None, "export_cached": None, "schema_version": 4}
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # version -> function returning the next version
+def _v4_to_v5(cell: dict) -> dict:
+    """Schema 4 evaluated the whole test set: its Wilson interval follows from top1 and n; no paired test was
+    recorded (its predictions file may allow one: harness compare uses it)."""
+    from harness.stats import wilson
+
+    acc = cell.get("accuracy")
+    if acc:
+        top1, n = acc.get("top1"), acc.get("n")
+        acc = {**acc, "top1_ci95": wilson(top1 * n / 100, n) if top1 is not None and n else None,
+               "delta_vs_fp32": None}
+    return {**cell, "accuracy": acc, "schema_version": 5}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}  # version -> function returning the next version
 
 
 def migrate_cell(cell: dict) -> dict:
@@ -148,5 +163,8 @@ def load_cells(run_dir: Path) -> list[dict]:
             raise UserError(f"{path}: not a valid cell (missing {missing or 'a known status'}; "
                             f"expected the fields listed in the README)")
         cell["_path"] = str(path)
+        xc = run_dir / "crosscheck" / path.name  # `harness crosscheck` writes beside the cells, never into them
+        if xc.is_file():
+            cell["crosscheck"] = read_json(xc, "crosscheck", 1)
         cells.append(cell)
     return cells

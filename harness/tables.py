@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.crosscheck import BAND, ratio_text
 from harness.data.cifar10 import CLASSES
 from harness.measure import disjoint, latency_interval
 from harness.stats import ALPHA, ns_mark, wilson
@@ -157,6 +158,7 @@ def significant(a: dict, b: dict) -> bool:
 def comparison(cells: list[dict]) -> dict:
     rows = []
     ok = [c for c in cells if c["status"] == "ok"]
+    checked = any(c.get("crosscheck") for c in ok)  # `harness crosscheck` ran on this run
     for c in sorted(ok, key=lambda c: (top1(c) is None, -(top1(c) or 0), column(c))):
         ref = fp32_of(cells, c)
         if ref is None:
@@ -167,15 +169,21 @@ def comparison(cells: list[dict]) -> dict:
             lat = f"{p50(ref) / p50(c):.2f}x" + ("" if c is ref or significant(c, ref) else " (n.s.)")
             thr = f"{best_throughput(c) / best_throughput(ref):.2f}x"
         rows.append(_plain(column(c), PRECISION_LABELS[c["precision"]], top1_text(c), ci_text(c), delta,
-                           f"{size_mb(c):.3f}", reduction, lat, thr))
+                           f"{size_mb(c):.3f}", reduction, lat, thr) + (_plain(ratio_text(c.get("crosscheck")))
+                                                                         if checked else []))
     header = ["Framework", "Precision", "Top-1 %", "Top-1 95% CI", "Δ vs fp32", "Size MB", "Size reduction %",
-              "Speedup (latency)", "Speedup (throughput)"]
+              "Speedup (latency)", "Speedup (throughput)"] + (["Harness / vendor p50"] if checked else [])
     kinds = sorted({latency_interval(c)[3] for c in cells if c["status"] == "ok"} - {"none"})
     note = [f"n.s.: the two latency intervals overlap, so the speedup is not significant (intervals: "
             f"{', '.join(kinds)}; run-to-run needs --repeat 2 or more, within-process understates the noise)"]
     note = note if kinds else []
     note += [f"(n.s.) after a Δ: McNemar's exact test on the images only one of the two cells gets right gives "
              f"p >= {ALPHA}: the change is within noise. Top-1 95% CI: Wilson interval"] + subset_notes(cells)
+    if checked:
+        note.append(f"Harness / vendor p50: batch-1 median by the harness's loop over the runtime's own benchmark "
+                    f"tool's (benchmark_app, litert-benchmark, the onnxruntime profiler, torch's Timer) on the same "
+                    f"artifact, median [range] of interleaved pairs (harness crosscheck); ⚠ outside "
+                    f"[{BAND[0]}, {BAND[1]}]")
     return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": note}
 
 

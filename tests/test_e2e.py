@@ -292,3 +292,42 @@ def test_a_cell_over_the_accuracy_budget_is_evaluated_on_a_footnoted_subset(data
     render([out], tmp_path / "report")
     text = (tmp_path / "report" / "README.md").read_text()
     assert "(n=500 of 2,000: over the 0.05 s budget; seeded class-stratified subset, seed 0)" in text
+
+
+XCHECK = ("openvino", "tflite", "onnxruntime", "torch")  # one cell each, through each runtime's own tool
+
+
+def test_crosscheck_times_each_artifact_with_its_runtimes_own_tool(run1, tmp_path):
+    """Interleaved harness/vendor pairs on the run's own int8 artifacts: every pair's ratio is its harness
+    figure over its vendor figure, the cell's ratio their median, and the vendor figure is of the same
+    artifact (within 2x of the cell's own p50 measured minutes earlier). Results sit beside the cells and a
+    second call keeps them."""
+    import shutil
+
+    from harness.report import render
+
+    run = tmp_path / "run"
+    shutil.copytree(run1, run)
+    proc = run_cli("crosscheck", str(run), "--cells", "resnet20__*__int8", "--pairs", "5", "--block", "0.2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for backend in XCHECK:
+        xc = json.loads((run / "crosscheck" / f"resnet20__{backend}__int8.json").read_text())
+        assert xc["schema_version"] == 1 and xc["cell"] == f"resnet20__{backend}__int8"
+        if xc["tool"] is None:  # onnxruntime_test has no thread option: only when ORT's default differs
+            assert backend == "onnxruntime" and "thread" in xc["reason"], xc
+            continue
+        assert len(xc["pairs"]) == 5 and [p["first"] for p in xc["pairs"][:2]] == ["harness", "vendor"]
+        for p in xc["pairs"]:
+            assert p["ratio"] == pytest.approx(p["harness_ms"] / p["vendor_ms"], rel=1e-3)
+        assert xc["ratio"] == pytest.approx(np.median([p["ratio"] for p in xc["pairs"]]), rel=1e-3)
+        cell = _cells(run)[(backend, "int8")]
+        assert 0.5 < xc["vendor_ms"] / cell["latency_ms"]["p50"] < 2.0, (backend, xc["vendor_ms"])
+        assert xc["version"] and xc["command"].split()[0] in ("benchmark_app", "litert-benchmark",
+                                                               "onnxruntime_test", "Timer('run(inp)',")
+    ov = json.loads((run / "crosscheck" / "resnet20__openvino__int8.json").read_text())
+    assert 0 < ov["runtime_p50_ms"] < ov["harness_ms"] * 1.5 and ov["python_side_ms"] > 0
+    again = run_cli("crosscheck", str(run), "--cells", "resnet20__openvino__int8", "--pairs", "5", "--block", "0.2")
+    assert again.returncode == 0 and "already cross-checked" in again.stderr
+    assert json.loads((run / "crosscheck" / "resnet20__openvino__int8.json").read_text()) == ov
+    render([run], tmp_path / "report")
+    assert "Harness / vendor p50" in (tmp_path / "report" / "README.md").read_text()

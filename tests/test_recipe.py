@@ -156,5 +156,5 @@ def test_old_cells_migrate_to_the_default_recipe():
     from harness.results import load_cells
 
     cells = load_cells(Path(__file__).parent / "fixtures" / "old_schema" / "local" / "run-d")
-    assert cells and all(c["schema_version"] == 4 and c["recipe"]["name"] == "default" for c in cells)
+    assert cells and all(c["schema_version"] == 5 and c["recipe"]["name"] == "default" for c in cells)
     assert all(c["recipe"]["calibration_size"] == c["calibration"]["size"] for c in cells)

@@ -115,13 +115,17 @@ class OpenVinoBackend(Backend):
 
 
 class OvSession(Session):
-    """run(): InferRequest.infer() on an input tensor set once (sharing the numpy buffer); the output tensor's
-    numpy view, not a copy."""
+    """run(): a synchronous infer on an input tensor set once (sharing the numpy buffer), returning the output's
+    numpy view, not a copy. The call goes to the binding's InferRequest.infer(inputs, share_outputs, ...)
+    directly: the public wrapper's Python layer cost 9-10 us a call against benchmark_app's
+    InferRequest.latency (the C++ infer() alone), the direct call 5.5 us (resnet20 int8: harness/vendor
+    1.065 -> 1.031). Where that private signature differs, the public infer() + output tensor is used."""
 
     def __init__(self, compiled):
         self.compiled, self.request = compiled, compiled.create_infer_request()
         self.config = {key.lower(): _prop(compiled, key) for key in READ_BACK}
         self.config["input_shape"] = str(compiled.input(0).get_partial_shape())
+        self._call = self._public
 
     def prepare(self, x):
         import openvino as ov
@@ -129,11 +133,26 @@ class OvSession(Session):
         # shared_memory: the tensor wraps the array (no copy); OpenVINO needs it writeable (a mmap slice is not)
         tensor = ov.Tensor(np.require(x, np.float32, ("C_CONTIGUOUS", "WRITEABLE")), shared_memory=True)
         self.request.set_input_tensor(tensor)
+        try:
+            from openvino._pyopenvino import InferRequest
+
+            raw = InferRequest.infer
+            raw(self.request, {}, True, False)  # the signature of openvino 2025-2026
+
+            def direct(_):
+                return next(iter(raw(self.request, {}, True, False).values()))
+
+            self._call, self.config["call"] = direct, "binding InferRequest.infer(share_outputs=True)"
+        except (ImportError, AttributeError, TypeError):
+            self._call, self.config["call"] = self._public, "InferRequest.infer() + get_output_tensor(0).data"
         return tensor
 
-    def run(self, tensor):
+    def _public(self, _):
         self.request.infer()
         return self.request.get_output_tensor(0).data
+
+    def run(self, tensor):
+        return self._call(tensor)
 
     def finish(self, out):
         return np.array(out, np.float32)
