@@ -76,13 +76,35 @@ def predictions(cell: dict) -> dict | None:
 
 
 def accuracy_verdict(a: dict, b: dict) -> tuple[bool, str | None]:
-    """(changed, note). Exact equality on one CPU for a deterministic backend; otherwise McNemar's exact test
-    on the images both runs predicted (p < 0.05: changed)."""
-    top_a, top_b = a["accuracy"]["top1"], b["accuracy"]["top1"]
+    """(changed, note). Predictions are compared on the test images both runs evaluated (a time-budgeted
+    subset covers fewer): equal argmaxes are the same accuracy. Otherwise exact equality rules on one CPU for a
+    deterministic backend, and McNemar's exact test decides across CPUs or for a non-deterministic backend."""
     pa, pb = predictions(a), predictions(b)
-    same_preds = pa is not None and pb is not None and np.array_equal(pa["top1"], pb["top1"])
-    if top_a == top_b and (same_preds or pa is None or pb is None):
-        return False, None
+    if pa is None or pb is None:  # recorded without predictions: the figures alone
+        return a["accuracy"]["top1"] != b["accuracy"]["top1"], None
+    ma, mb = stats.paired(pa, pb)
+    if ma is None:
+        return True, "no test images in common"
+    fewer = len(ma["top1"]) < max(len(pa["top1"]), len(pb["top1"]))
+    where = f"on the {len(ma['top1']):,} test images both evaluated" if fewer else None
+    if np.array_equal(ma["top1"], mb["top1"]):
+        return False, where
+    why = cpu_or_determinism(a, b)
+    label = ma.get("label", mb.get("label"))  # one test set (its sha256 is checked): either run's labels
+    if label is None or a["accuracy"]["top1"] is None:
+        return True, "; ".join(why + ["no labels to test the change"])
+    test = stats.paired_delta(mb["top1"] == label, ma["top1"] == label)
+    p = f"McNemar p={test['p_value']:.3g}, discordant {test['discordant'][0]}/{test['discordant'][1]}"
+    p += f" {where}" if where else ""
+    if not why:
+        return True, f"same CPU and a deterministic backend: any change is real ({p})"
+    if test["p_value"] >= stats.ALPHA:
+        return False, "; ".join(why) + f"; accuracy within noise ({p})"
+    return True, "; ".join(why) + f"; accuracy changed beyond noise ({p})"
+
+
+def cpu_or_determinism(a: dict, b: dict) -> list[str]:
+    """Why two runs of one cell may predict differently without anything being wrong (empty: they may not)."""
     from harness.backends import BACKENDS
 
     why = []
@@ -92,18 +114,7 @@ def accuracy_verdict(a: dict, b: dict) -> tuple[bool, str | None]:
     nondet = getattr(BACKENDS.get(a["backend"]), "NONDETERMINISTIC", "")
     if nondet:
         why.append(f"{a['backend']} is not deterministic ({nondet})")
-    if None in (top_a, top_b) or pa is None or pb is None or "label" not in pa or "label" not in pb:
-        return True, "; ".join(why + ["no per-image predictions to test the change"]) if why else None
-    ma, mb = stats.paired(pa, pb)
-    if ma is None:
-        return True, "; ".join(why + ["no test images in common"])
-    test = stats.paired_delta(mb["top1"] == mb["label"], ma["top1"] == ma["label"])
-    p = f"McNemar p={test['p_value']:.3g}, discordant {test['discordant'][0]}/{test['discordant'][1]}"
-    if not why:
-        return True, f"same CPU and a deterministic backend: any change is real ({p})"
-    if test["p_value"] >= stats.ALPHA:
-        return False, "; ".join(why) + f"; accuracy within noise ({p})"
-    return True, "; ".join(why) + f"; accuracy changed beyond noise ({p})"
+    return why
 
 
 def measurement_differences(a: dict, b: dict) -> list[str]:

@@ -181,7 +181,7 @@ def comparison(cells: list[dict]) -> dict:
              f"p >= {ALPHA}: the change is within noise. Top-1 95% CI: Wilson interval"] + subset_notes(cells)
     if checked:
         note.append(f"Harness / vendor p50: batch-1 median by the harness's loop over the runtime's own benchmark "
-                    f"tool's (benchmark_app, litert-benchmark, the onnxruntime profiler, torch's Timer) on the same "
+                    f"tool's (benchmark_app, litert-benchmark, onnxruntime_test: a mean, torch's Timer) on the same "
                     f"artifact, median [range] of interleaved pairs (harness crosscheck); ⚠ outside "
                     f"[{BAND[0]}, {BAND[1]}]")
     return {"title": "Comparison (sorted by top-1)", "header": header, "rows": rows, "footnotes": note}

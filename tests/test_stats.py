@@ -166,3 +166,22 @@ def test_footnote_of_a_budgeted_cell_is_rendered(tmp_path):
     render([run], tmp_path / "out")
     text = (tmp_path / "out" / "README.md").read_text()
     assert "(n=1,200 of 10,000: over the 120 s budget; seeded class-stratified subset, seed 0)" in text
+
+
+def test_compare_judges_a_budgeted_cell_on_the_images_both_runs_evaluated(tmp_path):
+    """A subset run predicts its 300 images exactly as the whole-set run did: the same accuracy, though its
+    top-1 figure differs; one changed prediction among them, on one CPU, is a change."""
+    full = np.zeros(1000, np.uint8)
+    full[::10] = 1  # 90% right
+    a = _with_predictions(tmp_path, "a", full, "amx_tile")
+    b = _with_predictions(tmp_path, "b", full[:300], "amx_tile")
+    pred = b / "cells" / "resnet8__torch__int8.pred.npz"
+    index = np.arange(300)  # the whole-set run's first 300 images: 30 wrong, 270 right
+    np.savez(pred, top1=full[index], label=np.zeros(300, np.uint8), index=index)
+    cell = next(c for c in compare(a, b)["cells"] if c["cell"] == "resnet8/torch/int8")
+    assert cell["verdict"] == "same" and cell["accuracy_note"] == "on the 300 test images both evaluated"
+    top1 = full[index]
+    top1[0] = 0
+    np.savez(pred, top1=top1, label=np.zeros(300, np.uint8), index=index)
+    cell = next(c for c in compare(a, b)["cells"] if c["cell"] == "resnet8/torch/int8")
+    assert cell["verdict"] == "accuracy changed" and "discordant 0/1 on the 300 test images" in cell["accuracy_note"]
