@@ -125,7 +125,7 @@ class OvSession(Session):
         self.compiled, self.request = compiled, compiled.create_infer_request()
         self.config = {key.lower(): _prop(compiled, key) for key in READ_BACK}
         self.config["input_shape"] = str(compiled.input(0).get_partial_shape())
-        self._call = self._public
+        self._call = None  # chosen on the first prepare(), once an input is set to try the binding call on
 
     def prepare(self, x):
         import openvino as ov
@@ -133,19 +133,21 @@ class OvSession(Session):
         # shared_memory: the tensor wraps the array (no copy); OpenVINO needs it writeable (a mmap slice is not)
         tensor = ov.Tensor(np.require(x, np.float32, ("C_CONTIGUOUS", "WRITEABLE")), shared_memory=True)
         self.request.set_input_tensor(tensor)
+        if self._call is None:  # the accuracy pass prepares every batch: the call path is chosen once
+            self._call = self._choose_call()
+        return tensor
+
+    def _choose_call(self):
         try:
             from openvino._pyopenvino import InferRequest
 
             raw = InferRequest.infer
             raw(self.request, {}, True, False)  # the signature of openvino 2025-2026
-
-            def direct(_):
-                return next(iter(raw(self.request, {}, True, False).values()))
-
-            self._call, self.config["call"] = direct, "binding InferRequest.infer(share_outputs=True)"
         except (ImportError, AttributeError, TypeError):
-            self._call, self.config["call"] = self._public, "InferRequest.infer() + get_output_tensor(0).data"
-        return tensor
+            self.config["call"] = "InferRequest.infer() + get_output_tensor(0).data"
+            return self._public
+        self.config["call"] = "binding InferRequest.infer(share_outputs=True)"
+        return lambda _: next(iter(raw(self.request, {}, True, False).values()))
 
     def _public(self, _):
         self.request.infer()
