@@ -136,6 +136,8 @@ def cmd_list(args) -> int:
         if info.get("environment"):
             head += f"  [environment {info['environment']}]"
         print(head + ("" if name in target.backends else "  [not in this target]"))
+        if BACKENDS[name].NOTE:
+            print(f"  note: {BACKENDS[name].NOTE}")
         for precision, reason in info.get("precisions", {}).items():
             print(f"  {precision:8s} {'ok' if reason is None else 'unsupported: ' + reason}")
     return 0

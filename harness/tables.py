@@ -9,8 +9,10 @@ from harness.stats import ALPHA, ns_mark
 
 PRECISION_LABELS = {"fp32": "Float32", "fp16": "Float16", "bf16": "BFloat16", "int8": "Int8 (static)",
                     "uint8": "UInt8", "dynamic": "Dynamic range"}
-FRAMEWORKS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "TFLite",
-              "ipex": "IPEX", "tensorrt": "TensorRT"}
+# column order: the two PyTorch paths and IPEX side by side (the compiled path now does what IPEX did)
+FRAMEWORKS = {"torch": "PyTorch (eager/FX, legacy)", "torch-inductor": "PyTorch (compiled)",
+              "ipex": "IPEX 2.8 (last release)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+              "tflite": "TFLite (Keras converter)", "litert": "LiteRT (litert-torch)", "tensorrt": "TensorRT"}
 STATUS_TEXT = {"unsupported": "Not supported", "failed": "Failed", "timeout": "Timeout"}
 FLAG_DROP = -3.0  # per-class points lost vs fp32 that a report flags
 
@@ -136,7 +138,15 @@ def matrix(cells: list[dict], metric: str) -> dict:
     if notes and metric != "top1":
         notes = ["reasons [1]..[n]: see the top-1 accuracy table above"]
     return {"title": title, "header": ["Precision", *cols], "rows": rows, "footnotes": notes,
-            "numbered": metric == "top1"}
+            "numbered": metric == "top1", "legend": legend(cells) if metric == "top1" else []}
+
+
+def legend(cells: list[dict]) -> list[str]:
+    """What each column is, where its backend carries a note (a legacy API, a last release, a converter)."""
+    from harness.backends import BACKENDS
+
+    names = dict.fromkeys(c["backend"] for c in sorted(cells, key=_order))
+    return [f"{FRAMEWORKS.get(n, n)}: {BACKENDS[n].NOTE}" for n in names if n in BACKENDS and BACKENDS[n].NOTE]
 
 
 def fp32_of(cells: list[dict], cell: dict) -> dict | None:

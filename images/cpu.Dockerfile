@@ -1,6 +1,7 @@
 # (No "# syntax=" line: that would pull a frontend image from a registry; the engine's built-in BuildKit frontend
 # already supports RUN --mount.)
-# x86 CPU image: torch (CPU), ONNX Runtime, OpenVINO + NNCF, TensorFlow Lite, and IPEX in its own venv.
+# x86 CPU image: torch (CPU) eager and compiled (torchao, g++ for Inductor), ONNX Runtime, OpenVINO + NNCF,
+# TensorFlow Lite, LiteRT's PyTorch converter (litert-torch), and IPEX in its own venv.
 # Built by `harness container build --target x86-cpu` (or `nox -s images`), which passes these args.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
@@ -8,6 +9,11 @@ FROM ${BASE_IMAGE}
 # after it, so the per-commit ones (GIT_COMMIT, digests) come last and a new commit re-uses the installed layers.
 ARG BASE_IMAGE LOCK TARGET EXTRAS=cpu
 RUN (command -v useradd >/dev/null && useradd -m -u 1000 harness) || adduser --disabled-password --uid 1000 harness
+# The torch-inductor column compiles C++ when it runs (Inductor's CPU kernels): a compiler in the image, and
+# Python's headers where the base image lacks them (the official slim image has them; a Debian python does not).
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ \
+      $(python3 -c "import os, sysconfig; print('' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else 'python3-dev')") \
+    && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY targets/locks /src/targets/locks

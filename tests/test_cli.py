@@ -97,6 +97,9 @@ def test_every_shipped_target_is_valid():
 def test_list_and_env_work(data_dir):
     proc = run_cli("list")
     assert proc.returncode == 0 and "onnxruntime" in proc.stdout and "unsupported:" in proc.stdout
+    # the columns a reader must not mistake: IPEX's last release, the legacy torch.ao path, the two LiteRT paths
+    assert "note: IPEX 2.8 is the last release" in proc.stdout and "note: legacy: eager mode" in proc.stdout
+    assert "torch-inductor" in proc.stdout and "litert" in proc.stdout
     proc = run_cli("env")
     assert proc.returncode == 0 and '"avx2"' in proc.stdout and '"git"' in proc.stdout
 

@@ -81,7 +81,11 @@ def test_fp32_is_identical_across_runtimes_and_int8_is_close_and_small(run1, env
     for (backend, precision), c in cells.items():
         if c["status"] == "ok" and precision in ("int8", "uint8"):
             assert abs(c["accuracy"]["top1"] - fp32[backend]) <= 1.0
-            assert c["size_bytes"] <= 0.35 * cells[(backend, "fp32")]["size_bytes"], (backend, precision)
+            ref = cells[(backend, "fp32")]
+            # a .pt2 (torch-inductor) also holds its graph as JSON, which does not shrink: its weights are compared
+            size, ref_size = ((c["details"]["weights_bytes"], ref["details"]["weights_bytes"])
+                              if "weights_bytes" in c["details"] else (c["size_bytes"], ref["size_bytes"]))
+            assert size <= 0.35 * ref_size, (backend, precision)
 
 
 def test_agreement_is_against_the_backends_own_fp32_predictions(run1, env_unavailable):

@@ -127,3 +127,22 @@ def test_top1_is_marked_when_predictions_follow_the_first_shape():
     assert top1_text(cell) == "90.46"
     del cell["accuracy"]["first_shape_check"]  # cells from before the check
     assert top1_text(cell) == "90.46"
+
+
+def test_columns_are_labelled_and_explained_where_a_reader_could_mistake_them(tmp_path):
+    """The legacy eager/FX column and IPEX's last release are named in the header and explained under the top-1
+    table, and the two LiteRT paths are told apart, from the backends' own notes."""
+    from harness.backends import BACKENDS
+    from harness.tables import legend, matrix
+
+    cells, _ = merge(load_runs([FIXTURES / "normal"]))
+    for name in ("torch-inductor", "litert", "tflite", "ipex"):
+        cells.append({**cells[0], "backend": name})
+    table = matrix(cells, "top1")
+    assert {"PyTorch (eager/FX, legacy)", "PyTorch (compiled)", "IPEX 2.8 (last release)",
+            "TFLite (Keras converter)", "LiteRT (litert-torch)"} <= set(table["header"])
+    assert table["legend"] == legend(cells)
+    assert f"IPEX 2.8 (last release): {BACKENDS['ipex'].NOTE}" in table["legend"]
+    assert any(line.startswith("PyTorch (eager/FX, legacy): legacy:") for line in table["legend"])
+    render([FIXTURES / "normal"], tmp_path)
+    assert "Columns:" in (tmp_path / "README.md").read_text()

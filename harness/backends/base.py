@@ -92,6 +92,9 @@ class Backend:
     # why one artifact may predict differently from run to run on one machine ("" = it does not: the CPU
     # runtimes here run fixed kernels, so `compare` holds them to exact equality on the same CPU)
     NONDETERMINISTIC = ""
+    # what a reader must know about this column (a deprecated API, a last release), shown by `harness list`
+    # and under the report's tables
+    NOTE = ""
 
     def __init__(self, device: str = "cpu", variant: str = ""):
         # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind

@@ -20,6 +20,8 @@ class IpexBackend(Backend):
     MODULE = "intel_extension_for_pytorch"
     PACKAGES = ("intel-extension-for-pytorch", "torch")
     EXTRA = "ipex"
+    NOTE = ("IPEX 2.8 is the last release (development stopped in 2025; its x86 optimizations now live in PyTorch's "
+            "Inductor, the torch-inductor column) and it is pinned to torch 2.8, in an environment of its own")
     IMPORTS = ("torch", "intel_extension_for_pytorch")
     UNSUPPORTED = {
         "uint8": "IPEX static quantization already uses uint8 activations with int8 weights "

@@ -23,6 +23,8 @@ class TfliteBackend(Backend):
     MODULE = "tensorflow"
     PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "keras")
     EXTRA = "tflite"
+    NOTE = ("TensorFlow's own TFLiteConverter on Keras models carrying the same weights (MLPerf's original Keras "
+            "resnet8, hand-written twins of resnet20-56); the litert column converts the PyTorch module instead")
     IMPORTS = ("torch", "tensorflow", "ai_edge_litert.interpreter")  # torch: the twin's weights come from it
     UNSUPPORTED = {
         "bf16": "the TFLite converter has no bfloat16 weight/compute mode (float16 weights only)",

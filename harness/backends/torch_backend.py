@@ -11,6 +11,8 @@ import numpy as np
 from harness.backends.base import Artifact, Backend, Session, Unsupported
 
 CALIB_BATCH = 100
+DEPRECATED = ("torch.ao.quantization is deprecated; its replacement is torchao's PT2E flow compiled by Inductor "
+              "(the torch-inductor column)")
 
 
 class TorchBackend(Backend):
@@ -28,6 +30,9 @@ class TorchBackend(Backend):
                "channels_last": (bool, "NHWC memory format (default: true on CUDA, where tensor cores want it; "
                                        "false on the CPU)")}
     DEVICES = ("cpu", "cuda")
+    NOTE = ("legacy: eager mode, and int8/dynamic through torch.ao.quantization (FX), deprecated since 2025 "
+            "(torch 2.11 removed its pt2e parts); PyTorch's current path is the torch-inductor column (torch.compile "
+            "+ torchao PT2E). Kept as the baseline the earlier tables used")
     _CPU_ONLY = ("torch.ao's quantized kernels (x86/fbgemm/onednn) run on the CPU only; torch has no CUDA "
                  "int8 convolution for eager/FX models (int8 on the GPU: the tensorrt column)")
     UNSUPPORTED_ON = {"cuda": {"int8": _CPU_ONLY, "uint8": _CPU_ONLY, "dynamic": _CPU_ONLY}}
@@ -105,7 +110,7 @@ class TorchBackend(Backend):
             "activations": "uint8 per-tensor affine (HistogramObserver, reduce_range)",
             "weights": "int8 per-channel symmetric (PerChannelMinMaxObserver)",
             "calibration_method": "histogram (torch x86 default qconfig)",
-            **recipe_details,
+            "deprecated": DEPRECATED, **recipe_details,
         }
 
     @staticmethod
@@ -120,6 +125,7 @@ class TorchBackend(Backend):
         n_linear = sum(isinstance(m, nn.Linear) for m in layers)
         return quantized, {
             "api": "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)",
+            "deprecated": DEPRECATED,
             "note": f"only Linear layers are quantized ({n_linear} of {len(layers)} conv/linear layers); "
                     "torch has no dynamic-quantized Conv2d, so the convolutions stay fp32",
         }
