@@ -262,8 +262,10 @@ class Trtexec(VendorTool):
 TOOLS: dict[str, type[VendorTool]] = {  # backend -> its runtime's own benchmark
     "openvino": BenchmarkApp,
     "tflite": LiteRtBenchmark,
+    "litert": LiteRtBenchmark,  # on the batch-1 file, the artifact (the tool runs the file's own shape)
     "onnxruntime": OrtTest,
     "torch": TorchTimer,
+    "torch-inductor": TorchTimer,  # on the harness's compiled instance (compiled in load, before any block)
     "ipex": TorchTimer,
     "tensorrt": Trtexec,
 }

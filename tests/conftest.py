@@ -93,7 +93,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=1800)
+                          env=full_env, cwd=cwd or REPO, timeout=2700)
 
 
 def top1(predict, x: np.ndarray, y: np.ndarray) -> float:

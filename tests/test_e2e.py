@@ -200,10 +200,15 @@ def test_run_manifest_records_the_environment(run1):
     assert env["harness_version"] and "commit" in env["git"]
 
 
+# torch-inductor compiles five times a cell (~100-180 s with FAST settings, 6 of run2's minutes), so its run-to-run
+# identity is not re-checked here: run1 checks its cells, test_compiled its compiled model against its own q/dq graph
+TWICE = [b for b in BACKENDS if b != "torch-inductor"]
+
+
 def test_running_twice_gives_identical_accuracy(run1, data_dir, tmp_path):
     out = tmp_path / "run2"
-    proc = run_cli("run", "--models", "resnet20", "--precisions", "fp32,int8,uint8,dynamic", "--data-dir",
-                   str(data_dir), "--out", str(out), *FAST)
+    proc = run_cli("run", "--models", "resnet20", "--backends", ",".join(TWICE), "--precisions",
+                   "fp32,int8,uint8,dynamic", "--data-dir", str(data_dir), "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = _cells(run1), _cells(out)
     for key, c in second.items():

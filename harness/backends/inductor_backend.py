@@ -138,17 +138,21 @@ class CompiledSession(Session):
         self.torch, self.dtype, self.shape = torch, getattr(torch, dtype), shape
         self.compiled = torch.compile(module, dynamic=False, fullgraph=True)
         self.compile_s: dict[int, float] = {}
+        self.int8_kernels: dict | None = None
         if batch:
             self._compile(batch)
         self.config = {"intra_op_threads": torch.get_num_threads(), "freezing": True, "dynamic_shapes": False,
                        "compile_s": {str(k): v for k, v in self.compile_s.items()},
-                       "int8_kernels": _lowered_int8(), "dtype": dtype}
+                       "int8_kernels": self.int8_kernels, "dtype": dtype}
 
     def _compile(self, n: int) -> None:
+        before = _lowered_int8()  # the counters are the process's: this compile's share is the difference
         t0 = time.perf_counter()
         with self.torch.no_grad():
             self.compiled(self.torch.zeros((n, *self.shape), dtype=self.dtype))
         self.compile_s[n] = round(time.perf_counter() - t0, 3)
+        if self.int8_kernels is None:
+            self.int8_kernels = {k: v - before[k] for k, v in _lowered_int8().items()}
 
     def prepare(self, x):
         return self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.dtype)
@@ -171,8 +175,9 @@ class CompiledSession(Session):
 
 
 def _lowered_int8() -> dict:
-    """Inductor's pattern-matcher counts of int8 ops lowered to oneDNN kernels in this process: zero for an int8
-    model means the quantized kernels were not selected (no freezing, or the fusion passes not registered)."""
+    """Inductor's pattern-matcher counts of int8 ops lowered to oneDNN kernels so far in this process (the first
+    compile's share is recorded): zero for an int8 model means the quantized kernels were not selected (no
+    freezing, or the fusion passes not registered)."""
     from torch._dynamo.utils import counters
 
     c = counters["inductor"]
