@@ -67,9 +67,8 @@ class IpexBackend(Backend):
             return convert(prepared), {
                 "api": "intel_extension_for_pytorch.quantization prepare/convert (default_dynamic_qconfig_mapping)",
                 "note": "dynamic quantization covers Linear layers only; convolutions stay fp32"}
-        from harness.backends.torch_qconfig import qconfig_mapping
-
         from harness.backends.inductor_backend import cpu_has_vnni
+        from harness.backends.torch_qconfig import qconfig_mapping
 
         # IPEX's default static qconfig: HistogramObserver without reduce_range, per-channel symmetric weights. On a
         # CPU without VNNI its u8s8 kernels saturate at full range (resnet20, 500 images on an AVX2-only EPYC: 89.8%
