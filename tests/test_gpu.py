@@ -134,7 +134,7 @@ def test_harness_list_reports_every_gpu_cell_unsupported_without_cuda():
     lines = proc.stdout.splitlines()
     assert any(ln.startswith("tensorrt: tensorrt not installed") for ln in lines) or \
         any(ln.startswith("tensorrt 1") for ln in lines)
-    cells = [ln.strip() for ln in lines if ln.startswith("  ")]
+    cells = [ln.strip() for ln in lines if ln.startswith("  ") and not ln.startswith("  note: ")]
     assert cells and all(ln.split(None, 1)[1] == "unsupported: no CUDA device" for ln in cells), cells
 
 
