@@ -29,8 +29,8 @@ MODEL = "resnet20"
 
 TRIES = 5
 # torch-inductor compiles on every load (~8 s a shape, freezing bypasses Inductor's graph cache), three loads a
-# try: 3 tries (2 flaked once on fp32: a median of two ratios) on fp32 and int8 only (SKIP below). Each shape has its own compiled graph, so the
-# accuracy pass has no kernels to leave behind for batch 1; the test still times it both sides.
+# try: 3 tries (2 flaked once on fp32: a median of two ratios), fp32 and int8 only (SKIP below). Each shape has
+# its own compiled graph, so the accuracy pass has no kernels to leave behind for batch 1; both sides are timed.
 TRIES_OF = {"torch-inductor": 3}
 # fp16/bf16/dynamic compile through the same CompiledSession as fp32/int8 (one graph per shape); each costs ~2 min
 SKIP = {("torch-inductor", p): "the same per-shape CompiledSession as its fp32 and int8 cells, which are tested "
