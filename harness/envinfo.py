@@ -34,6 +34,13 @@ def cpu_info() -> dict:
             "isa": {f: f in flags for f in ISA_FLAGS}}
 
 
+VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")  # any of them: u8s8 int8 dot products without int16 saturation
+
+
+def has_vnni() -> bool:
+    return any(cpu_info()["isa"][flag] for flag in VNNI)
+
+
 def memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

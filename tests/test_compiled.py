@@ -48,12 +48,12 @@ def test_compiled_int8_predicts_as_its_own_qdq_graph(setup, inductor_int8):
     the reduce_range default (recorded with its reason) avoids."""
     import torch
 
-    from harness.backends.inductor_backend import cpu_has_vnni
+    from harness.envinfo import has_vnni
 
     backend, art = inductor_int8
     src, x = setup
-    assert art.details["activations"].endswith(f"reduce_range={not cpu_has_vnni()}")
-    assert ("no VNNI" in art.details["reduce_range_why"]) == (not cpu_has_vnni())
+    assert art.details["activations"].endswith(f"reduce_range={not has_vnni()}")
+    assert ("no VNNI" in art.details["reduce_range_why"]) == (not has_vnni())
     session = backend.load(art, 2)
     compiled = np.concatenate([session(x[i:i + 100]) for i in range(0, N, 100)])
     graph = torch.export.load(str(art.path)).module()
@@ -118,6 +118,7 @@ def test_litert_converts_one_file_per_batch_and_reports_the_batch1_size(setup, t
         inp = Interpreter(model_path=str(tmp_path / name)).get_input_details()[0]
         assert inp["shape"][0] == int(batch) and inp["dtype"] == np.int8  # full integer: int8 I/O
     assert art.size_bytes() == (tmp_path / "model-int8-b1.tflite").stat().st_size
+    assert backend.load(art, 2, 64).config["input_shape"] == [64, 3, 32, 32]  # the batch-64 timing runs its own file
     session = backend.load(art, 2)
     one_by_one = np.concatenate([session(x[i:i + 1]) for i in range(5)])
     np.testing.assert_array_equal(session(x[:5]), one_by_one)  # 5 images tiled up to the batch-64 file

@@ -17,17 +17,11 @@ import numpy as np
 
 from harness.backends.base import Artifact, Backend, Session, Unsupported
 from harness.backends.pt2e import export_graph, pad_to, quantized, refuse_unmappable
+from harness.envinfo import has_vnni
 
 XIQ = "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"
-VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 COMPILE = "torch.compile(backend=inductor, dynamic=False, fullgraph=True), freezing on, one compile per batch size"
-
-
-def cpu_has_vnni() -> bool:
-    from harness.envinfo import cpu_info
-
-    return any(cpu_info()["isa"].get(flag) for flag in VNNI)
 
 
 class InductorBackend(Backend):
@@ -74,10 +68,9 @@ class InductorBackend(Backend):
         if src.recipe.activation_symmetric:
             raise Unsupported(f"recipe {src.recipe.name!r} sets activation_symmetric = true: X86InductorQuantizer "
                               "quantizes activations as uint8 affine only")
-        reduce_range = src.recipe.options(self.NAME).get("reduce_range")
-        why = "recipe option" if reduce_range is not None else None
+        reduce_range, why = src.recipe.options(self.NAME).get("reduce_range"), "recipe option"
         if reduce_range is None:
-            reduce_range = not cpu_has_vnni()
+            reduce_range = not has_vnni()
             why = ("this CPU has no VNNI (avx512_vnni/avx_vnni/amx_int8): without it oneDNN's u8s8 multiply "
                    "saturates (resnet20 lost 1.6 points of top-1 on an AVX2-only EPYC)" if reduce_range
                    else "this CPU has VNNI: full 8-bit range, X86InductorQuantizer's default")

@@ -67,13 +67,13 @@ class IpexBackend(Backend):
             return convert(prepared), {
                 "api": "intel_extension_for_pytorch.quantization prepare/convert (default_dynamic_qconfig_mapping)",
                 "note": "dynamic quantization covers Linear layers only; convolutions stay fp32"}
-        from harness.backends.inductor_backend import cpu_has_vnni
         from harness.backends.torch_qconfig import qconfig_mapping
+        from harness.envinfo import has_vnni
 
         # IPEX's default static qconfig: HistogramObserver without reduce_range, per-channel symmetric weights. On a
         # CPU without VNNI its u8s8 kernels saturate at full range (resnet20, 500 images on an AVX2-only EPYC: 89.8%
         # against fp32's 91.0%), so there the 7-bit range is used, as torch.ao's x86 default and torch-inductor do.
-        no_vnni = not cpu_has_vnni()
+        no_vnni = not has_vnni()
         mapping, recipe_details = qconfig_mapping(ipex.quantization.default_static_qconfig_mapping, src.recipe,
                                                   True if no_vnni else None, False, "ipex")
         if no_vnni:
@@ -84,7 +84,8 @@ class IpexBackend(Backend):
                 prepared(torch.from_numpy(batch))
         return convert(prepared), {
             "api": "intel_extension_for_pytorch.quantization prepare/convert (default_static_qconfig_mapping)",
-            "activations": "uint8 per-tensor affine (HistogramObserver)", "weights": "int8 per-channel symmetric",
+            "activations": f"uint8 per-tensor affine (HistogramObserver, reduce_range={no_vnni})",
+            "weights": "int8 per-channel symmetric",
             "calibration_method": "histogram (IPEX default static qconfig)", **recipe_details}
 
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:

@@ -21,7 +21,7 @@ import numpy as np
 
 from harness.backends.base import Artifact, Backend, Session, Unsupported, refuse
 from harness.backends.pt2e import pad_to, quantized, refuse_unmappable
-from harness.backends.tflite_backend import LiteRtSession
+from harness.backends.tflite_backend import LiteRtSession, strip_strings
 
 QUANTIZER = "litert-torch's PT2EQuantizer"
 
@@ -123,20 +123,6 @@ def _float16_weights(blob: bytes, details: dict) -> bytes:
     details.update(api="ai_edge_quantizer weight-only FLOAT_CASTING (16 bits) on the fp32 conversion",
                    weights="float16, dequantized to float32 before each op", activations="float32")
     return out
-
-
-def strip_strings(blob: bytes, keep_unique: bool = False) -> bytes:
-    """As the tflite column strips its flatbuffers (sizes compare like with like), with LiteRT's own copy of
-    flatbuffer_utils (this backend needs no TensorFlow). keep_unique: tensors get short unique names."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
-    flatbuffer_utils.strip_strings(model)
-    if keep_unique:
-        for g, subgraph in enumerate(model.subgraphs):
-            for i, tensor in enumerate(subgraph.tensors):
-                tensor.name = f"t{g}_{i}".encode()
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 class PerBatchSession(LiteRtSession):

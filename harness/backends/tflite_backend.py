@@ -118,13 +118,19 @@ class TfliteBackend(Backend):
         return LiteRtSession(artifact, threads, batch)
 
 
-def strip_strings(blob: bytes) -> bytes:
-    """Drop tensor/subgraph debug names, as TFLite Micro deployments do. Applied to every precision alike, so
-    size ratios compare like with like; the interpreter addresses tensors by index, so outputs are unchanged."""
-    from tensorflow.lite.tools import flatbuffer_utils
+def strip_strings(blob: bytes, keep_unique: bool = False) -> bytes:
+    """Drop tensor/subgraph debug names, as TFLite Micro deployments do. Applied to every precision alike (and by
+    the litert column), so size ratios compare like with like; the interpreter addresses tensors by index, so
+    outputs are unchanged. LiteRT's copy of flatbuffer_utils (byte-identical output to TensorFlow's on MLPerf's
+    files), so the litert column needs no TensorFlow. keep_unique: tensors get short unique names instead."""
+    from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
     flatbuffer_utils.strip_strings(model)
+    if keep_unique:
+        for g, subgraph in enumerate(model.subgraphs):
+            for i, tensor in enumerate(subgraph.tensors):
+                tensor.name = f"t{g}_{i}".encode()
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
