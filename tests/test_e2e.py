@@ -227,16 +227,20 @@ def test_run_manifest_records_the_environment(run1):
 
 
 # torch-inductor's run-to-run identity is not re-checked (see BACKENDS): test_compiled checks its compiled model
-# against its own q/dq graph
+# against its own q/dq graph. fp32 and the calibrated int8 of every other default backend (re-running uint8 and
+# dynamic as well cost another ~2.5 min of CI).
 TWICE = BACKENDS
+TWICE_PRECISIONS = "fp32,int8"
 
 
 def test_running_twice_gives_identical_accuracy(run1, data_dir, tmp_path):
     out = tmp_path / "run2"
     proc = run_cli("run", "--models", "resnet20", "--backends", ",".join(TWICE), "--precisions",
-                   "fp32,int8,uint8,dynamic", "--data-dir", str(data_dir), "--out", str(out), *FAST)
+                   TWICE_PRECISIONS, "--data-dir", str(data_dir), "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = _cells(run1), _cells(out)
+    assert set(second) == {(b, p) for b in TWICE for p in TWICE_PRECISIONS.split(",")}
+    assert second[("onnxruntime", "int8")]["status"] == "ok"
     for key, c in second.items():
         assert c["status"] == first[key]["status"]
         if c["status"] == "ok":
@@ -279,26 +283,28 @@ def test_sigkill_mid_run_then_resume_skips_finished_cells(data_dir, shared_cache
 
 def test_report_of_a_real_run_equals_its_json(run1, tmp_path):
     from harness.report import render
+    from harness.tables import FRAMEWORKS, matrix
     from tests.test_report import md_tables
 
     render([run1], tmp_path)
     tables = md_tables((tmp_path / "README.md").read_text())
     cells = _cells(run1)
-    header = ["Precision", "PyTorch", "ONNX Runtime", "OpenVINO", "TFLite", "IPEX"]
+    # the columns as the report orders and labels them for this run's backends
+    header = matrix(list(cells.values()), "top1")["header"]
 
-    def shown(title, precision_label, framework):
+    def shown(title, precision_label, backend):
         row = next(r for r in tables[title] if r[0] == precision_label)
-        return row[header.index(framework)].strip("*")
+        return row[header.index(FRAMEWORKS[backend])].strip("*")
 
     torch_fp32, ort_uint8 = cells[("torch", "fp32")], cells[("onnxruntime", "uint8")]
     ov_int8 = cells[("openvino", "int8")]
-    assert shown("Top-1 accuracy (%)", "Float32", "PyTorch") == f"{torch_fp32['accuracy']['top1']:.2f}"
-    assert shown("Size on disk (MB)", "UInt8", "ONNX Runtime") == f"{ort_uint8['size_bytes'] / 1e6:.3f}"
+    assert shown("Top-1 accuracy (%)", "Float32", "torch") == f"{torch_fp32['accuracy']['top1']:.2f}"
+    assert shown("Size on disk (MB)", "UInt8", "onnxruntime") == f"{ort_uint8['size_bytes'] / 1e6:.3f}"
     lat = ov_int8["latency_ms"]
-    assert shown(METRICS["latency"][0], "Int8 (static)", "OpenVINO") == \
+    assert shown(METRICS["latency"][0], "Int8 (static)", "openvino") == \
         (f"{lat['p50']:.2f} ({lat['p90']:.2f})" if lat["p90"] is not None else f"{lat['p50']:.2f} (p90: <10 samples)")
     thr = ort_uint8["throughput"][0]["images_per_s"]
-    assert shown("Throughput (images/s at the largest batch)", "UInt8", "ONNX Runtime") == f"{thr:.0f} @64"
+    assert shown("Throughput (images/s at the largest batch)", "UInt8", "onnxruntime") == f"{thr:.0f} @64"
 
 
 def test_a_cell_over_the_accuracy_budget_is_evaluated_on_a_footnoted_subset(data_dir, shared_cache, test_split,
@@ -335,7 +341,10 @@ XCHECK = ("openvino", "tflite", "onnxruntime", "torch")  # one cell each, throug
 def test_crosscheck_times_each_artifact_with_its_runtimes_own_tool(run1, tmp_path):
     """Interleaved harness/vendor pairs on the run's own int8 artifacts: every pair's ratio is its harness
     figure over its vendor figure, the cell's ratio their median, and the vendor figure is of the same
-    artifact (within 2x of the cell's own p50 measured minutes earlier). Results sit beside the cells and a
+    artifact (within 3x of the cell's own p50 measured minutes earlier: eager torch's batch-1 p50 at 2 threads
+    varies up to 3x between fresh processes on these VMs, resnet20 fp32 2.7-8.4 ms and int8 1.9-3.6 ms in five
+    runs, against Timer's 1.62-1.64 ms; a wrong artifact, e.g. batch 64 timed instead of batch 1, is off by 10x
+    or more). Results sit beside the cells and a
     second call keeps them."""
     import shutil
 
@@ -356,7 +365,7 @@ def test_crosscheck_times_each_artifact_with_its_runtimes_own_tool(run1, tmp_pat
             assert p["ratio"] == pytest.approx(p["harness_ms"] / p["vendor_ms"], rel=1e-3)
         assert xc["ratio"] == pytest.approx(np.median([p["ratio"] for p in xc["pairs"]]), rel=1e-3)
         cell = _cells(run)[(backend, "int8")]
-        assert 0.5 < xc["vendor_ms"] / cell["latency_ms"]["p50"] < 2.0, (backend, xc["vendor_ms"])
+        assert 1 / 3 < xc["vendor_ms"] / cell["latency_ms"]["p50"] < 3.0, (backend, xc["vendor_ms"])
         assert xc["version"] and xc["command"].split()[0] in ("benchmark_app", "litert-benchmark",
                                                                "onnxruntime_test", "Timer('run(inp)',")
     ov = json.loads((run / "crosscheck" / "resnet20__openvino__int8.json").read_text())
