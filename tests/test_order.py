@@ -33,6 +33,8 @@ MODEL = "resnet20"
 # int8 only (SKIP below). Each shape has its own compiled graph, so the accuracy pass has no kernels to leave
 # behind for batch 1; both sides are timed.
 TRIES = 3
+# measuring processes a cell may take: a second one only when the first is out of bounds
+ATTEMPTS = 2
 # fp16/bf16/dynamic compile through the same CompiledSession as fp32/int8 (one graph per shape); each costs ~2 min
 SKIP = {("torch-inductor", p): "the same per-shape CompiledSession as its fp32 and int8 cells, which are tested "
         "here; each compiled precision costs ~2 min" for p in ("fp16", "bf16", "dynamic")}
@@ -132,14 +134,40 @@ def _python(backend: str, env_unavailable: dict):
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_batch1_latency_does_not_depend_on_an_earlier_accuracy_pass(backend, precision, inputs, env_unavailable,
                                                                     tmp_path):
-    src, tmp = inputs
     if (backend, precision) in SKIP:
         pytest.skip(f"{backend} {precision}: {SKIP[backend, precision]}")
+    # A real order effect shows in every fresh process (the torch.ao reuse mutation: 1.72 twice); a host phase
+    # change does not repeat on cue (CI: onnxruntime uint8 at 0.80, its before side alone spread 0.82-1.00 ms).
+    # So a cell out of bounds is measured once more in a new process, and fails only if that one is out too.
+    results = _order_ratios(backend, precision, inputs, env_unavailable, tmp_path, reuse=False)
+    if all(abs(ratio - 1) > 0.15 for ratio, _ in results):
+        pytest.fail(f"{backend} {precision}: after/before " + "; then ".join(
+            f"{ratio:.3f} (before {r['before']}, after {r['after']} ms)" for ratio, r in results))
+
+
+def test_the_order_rule_fails_a_slowdown_in_every_try_and_passes_a_host_phase():
+    """The decision rule on recorded shapes of samples. The real mutation (timing batch 1 on the accuracy pass's
+    own instance, MEASURE's "reuse") gave torch.ao int8 1.72x after on 2026-11-30's CPU but 0.99x on this AVX2-only
+    EPYC (2026-12-01; 2.2-3.9 ms a call either way), so it cannot be a test on every CPU."""
+    slowed = {"before": [0.50, 0.52, 0.51], "after": [0.87, 0.88, 0.90]}  # every try 1.7x slower after
+    assert _order_ratio(slowed) == pytest.approx(0.87 / 0.50)
+    # CI's onnxruntime uint8: the host turned fast after try 1; the paired median 0.80 and the best try 0.80 agree,
+    # so one process cannot tell it from an order effect (hence a second process)
+    ci = {"before": [0.8218, 0.8244, 1.0024], "after": [0.8593, 0.6608, 0.6788]}
+    assert _order_ratio(ci) == pytest.approx(0.6608 / 0.8218)
+    # a host swing in one try only: the best try stays at 1.0 and wins
+    one_try = {"before": [0.76, 0.77, 0.76], "after": [1.00, 1.01, 0.76]}
+    assert _order_ratio(one_try) == pytest.approx(1.0)
+
+
+def _order_ratios(backend, precision, inputs, env_unavailable, tmp_path, reuse: bool) -> list[tuple[float, dict]]:
+    """Build the cell, then measure it in up to ATTEMPTS fresh processes, stopping at the first within 15%."""
+    src, tmp = inputs
     python, env = _python(backend, env_unavailable)
     # a slow emulated kernel (fp16 without avx512_fp16: ~30 ms a call) still gets 20 samples per try
     args = {"model": MODEL, "backend": backend, "precision": precision, "weights": str(src.weights),
             "calib": str(tmp / "calib.npy"), "x": str(tmp / "x.npy"), "workdir": str(tmp_path),
-            "tries": TRIES,
+            "tries": TRIES, "reuse": reuse,
             "seconds": 0.3, "threads": THREADS, "warmup_s": RunSettings().warmup_s}  # the harness's own warm-up
     env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     proc = subprocess.run([python, "-c", BUILD, json.dumps(args)], capture_output=True, text=True, timeout=900,
@@ -148,21 +176,32 @@ def test_batch1_latency_does_not_depend_on_an_earlier_accuracy_pass(backend, pre
     built = json.loads(proc.stdout.strip().splitlines()[-1])
     if "unsupported" in built:
         pytest.skip(f"{backend} {precision}: {built['unsupported']}")
+    results = []
+    for _ in range(ATTEMPTS):
+        result = _measure(python, args, built, env)
+        if "unsupported" in result:
+            pytest.skip(f"{backend} {precision}: {result['unsupported']}")
+        results.append((_order_ratio(result), result))
+        if abs(results[-1][0] - 1) <= 0.15:
+            break
+    return results
+
+
+def _measure(python: str, args: dict, built: dict, env: dict) -> dict:
     proc = subprocess.run([python, "-c", MEASURE, json.dumps(args), json.dumps(built)], capture_output=True,
                           text=True, timeout=900, env={**env, "OMP_NUM_THREADS": str(THREADS)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "unsupported" in result:
-        pytest.skip(f"{backend} {precision}: {result['unsupported']}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _order_ratio(result: dict) -> float:
+    """after/before of one measuring process, the paired median or the best-try ratio, whichever is nearer 1."""
     # The median of the per-try ratios: each try times before and after seconds apart. The host's slow phases
     # last longer than a try and can start mid-run even at 1 thread (onnxruntime uint8: tries 1-3 at 0.34 ms,
     # 4-5 at 0.50 ms on both sides), which a median of each side taken apart mistook for a 43% order effect.
-    before, after = float(np.median(result["before"])), float(np.median(result["after"]))
-    ratio = float(np.median(np.divide(result["after"], result["before"])))
+    paired = float(np.median(np.divide(result["after"], result["before"])))
     # An order effect slows every try after the accuracy pass: it raises the paired median AND the best try (the
     # torch.ao reuse mutation: 1.72 and 1.72). Host noise breaks one or the other (ipex bf16 at 1 thread: paired
     # 1.31, best 0.76 vs 0.76 ms), so the test fails only when both are off.
     best = min(result["after"]) / min(result["before"])
-    ratio = ratio if abs(ratio - 1) < abs(best - 1) else best
-    assert abs(ratio - 1) <= 0.15, f"{backend} {precision}: after/before {ratio:.3f} (medians {before:.3f} and " \
-                                   f"{after:.3f} ms; {result})"
+    return paired if abs(paired - 1) < abs(best - 1) else best
