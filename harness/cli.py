@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     lp = sub.add_parser("list", help="what this machine can run, and why not")
     lp.add_argument("--target", default="local")
+    lp.add_argument("--models", help="comma list of zoo names and model cards: what each backend can do with each")
     sub.add_parser("env", help="print the environment record as JSON")
     cp = sub.add_parser("container", help="build a target's image, or run the harness inside it")
     csub = cp.add_subparsers(dest="action", required=True)
@@ -102,20 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _capabilities(target, name: str) -> dict:
-    """What a backend can do: asked in this interpreter, or inside the backend's own environment."""
+def _capabilities(target, name: str, card: str = "") -> dict:
+    """What a backend can do (with a card's model, if given): asked in this interpreter, or inside the
+    backend's own environment."""
     from harness import envs
     from harness.data.cifar10 import cache_dir
     from harness.worker import probe_report
 
     env = target.environment_of(name)
     if env is None:
-        return probe_report(name, target.device)
+        return probe_report(name, target.device, card)
     python = envs.python_of(env, cache_dir())
     if python is None:
         return {"installed": False, "reason": f"runs in its own environment '{env.name}', not created yet "
                 f"(`harness run` creates it: pip install {' '.join(env.requirements)})"}
-    proc = subprocess.run([str(python), "-m", "harness.worker", "--probe", name, target.device],
+    proc = subprocess.run([str(python), "-m", "harness.worker", "--probe", name, target.device, card],
                           capture_output=True, text=True, env={**os.environ, "PYTHONNOUSERSITE": "1",
                                                               "PYTHONPATH": envs.pythonpath(python)})
     if proc.returncode != 0:
@@ -126,21 +128,30 @@ def _capabilities(target, name: str) -> dict:
 def cmd_list(args) -> int:
     from harness.backends import BACKENDS
     from harness.models import ZOO
+    from harness.runcmd import pick_models
 
     target = load_target(args.target)
+    models, cards = pick_models(args.models, target.models) if args.models else ((), ())
     print(f"target {target.name} (device {target.device}); models: {', '.join(target.models)} "
           f"(zoo: {', '.join(ZOO)})")
-    for name in BACKENDS:
-        info = _capabilities(target, name)
-        head = f"{name} {info['version']}" if info["installed"] else f"{name}: {info['reason']}"
-        if info.get("environment"):
-            head += f"  [environment {info['environment']}]"
-        print(head + ("" if name in target.backends else "  [not in this target]"))
-        if BACKENDS[name].NOTE:
-            print(f"  note: {BACKENDS[name].NOTE}")
-        for precision, reason in info.get("precisions", {}).items():
-            print(f"  {precision:8s} {'ok' if reason is None else 'unsupported: ' + reason}")
+    for model in models or [""]:
+        card = dict(cards).get(model, "")
+        if model:
+            print(f"\nmodel {model}" + (f" (card {card})" if card else " (zoo)"))
+        for name in BACKENDS:
+            _print_backend(target, name, _capabilities(target, name, card), BACKENDS[name].NOTE)
     return 0
+
+
+def _print_backend(target, name: str, info: dict, note: str) -> None:
+    head = f"{name} {info['version']}" if info["installed"] else f"{name}: {info['reason']}"
+    if info.get("environment"):
+        head += f"  [environment {info['environment']}]"
+    print(head + ("" if name in target.backends else "  [not in this target]"))
+    if note:
+        print(f"  note: {note}")
+    for precision, reason in info.get("precisions", {}).items():
+        print(f"  {precision:8s} {'ok' if reason is None else 'unsupported: ' + reason}")
 
 
 def cmd_env(args) -> int:
@@ -245,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 "container": cmd_container, "compare": cmd_compare,
                 "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck}[args.command](args)
     except UserError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print("harness: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
         return 2
     except KeyboardInterrupt:
         print("harness: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)

@@ -32,12 +32,14 @@ def topk_credit(scores: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, 
     return credit, (credit > 0) & (credit < 1)
 
 
-def evaluate(predict, x, y: np.ndarray, batch: int, n_classes: int = 10) -> tuple[dict, dict]:
-    """Tie-aware top-1/top-5 (percent) over all of x, per-class top-1 for up to 10 classes (ImageNet's 1000
-    make no table), the images whose top-1/top-5 was decided by a tie, and per-image records: top1 (argmax,
-    lowest index on a tie, for agreement), credit1 (that image's top-1 credit) and tied1."""
-    credit = {1: np.empty(len(x)), 5: np.empty(len(x))}
-    ambiguous = {1: np.zeros(len(x), bool), 5: np.zeros(len(x), bool)}
+def evaluate(predict, x, y: np.ndarray, batch: int, n_classes: int = 10,
+             top_k: tuple[int, ...] = (1, 5)) -> tuple[dict, dict]:
+    """Tie-aware top-1/top-5 and every k of top_k (percent) over all of x, per-class top-1 for up to 10
+    classes (ImageNet's 1000 make no table), the images whose top-1/top-5 was decided by a tie, and per-image
+    records: top1 (argmax, lowest index on a tie, for agreement), credit1 (that image's top-1 credit), tied1."""
+    ks = sorted({1, 5, *top_k})
+    credit = {k: np.empty(len(x)) for k in ks}
+    ambiguous = {k: np.zeros(len(x), bool) for k in ks}
     pred = np.empty(len(x), np.int64)
     bad = 0
     for i in range(0, len(x), batch):
@@ -46,7 +48,7 @@ def evaluate(predict, x, y: np.ndarray, batch: int, n_classes: int = 10) -> tupl
         bad += int((~finite).sum())
         scores = np.where(np.isfinite(scores), scores, -np.inf)
         pred[i:i + batch] = scores.argmax(axis=1)
-        for k in (1, 5):
+        for k in ks:
             credit[k][i:i + batch], ambiguous[k][i:i + batch] = topk_credit(scores, y[i:i + batch], k)
     if bad:
         raise NonFinite(f"{bad} of {len(x)} images gave non-finite outputs (NaN/inf); their argmax would "
@@ -54,6 +56,8 @@ def evaluate(predict, x, y: np.ndarray, batch: int, n_classes: int = 10) -> tupl
     per_class = [round(float(credit[1][y == c].mean() * 100), 4) if (y == c).any() else None
                  for c in range(n_classes)] if n_classes <= 10 else None
     acc = {"top1": _pct(credit[1]), "top5": _pct(credit[5]), "per_class": per_class, "n": int(len(y)),
+           # the run's top_k (a card's, default 1 and 5); k beyond the class count would be 100% by definition
+           "topk": {str(k): _pct(credit[k]) for k in sorted({1, *top_k}) if k <= n_classes},
            "ties": {"top1": int(ambiguous[1].sum()), "top5": int(ambiguous[5].sum())},
            # what a tie-breaking rule could have reported: every tie lost .. every tie won
            "top1_range": [_pct(np.floor(credit[1])), _pct(np.ceil(credit[1]))],

@@ -25,7 +25,7 @@ from harness import measure, stats
 from harness.backends import Artifact, Unsupported, get_backend
 from harness.baton import BLOCKS_PER_DURATION, Turns
 from harness.data.imagenet import Normalized
-from harness.models import ZOO
+from harness.models import spec_of
 
 FIRST_SHAPE_IMAGES = 1000  # images re-predicted by the first-shape check (a tenth of CIFAR-10's test set)
 SPIN_OUT_S = 0.01  # the pause before a block of calls too long to settle with calls (libgomp spins ~6 ms)
@@ -44,8 +44,8 @@ def test_inputs(job: dict):
     """The preprocessed test tensor, memory-mapped; ImageNet-shaped images are stored as uint8 crops and
     normalized slice by slice (as float32 a 50,000-image val set would be 30 GB)."""
     x = np.load(job["paths"]["test_x"], mmap_mode="r")
-    spec = ZOO[job["model"]]
-    return Normalized(x, spec.preprocess) if spec.dataset == "imagenet" else x
+    spec = spec_of(job)
+    return Normalized(x, spec.preprocess) if spec.uint8_inputs else x
 
 
 class Subset:
@@ -71,11 +71,12 @@ def accuracy(job: dict, backend, artifact: Artifact, subset: dict | None = None)
     index = stats.stratified_subset(y, subset["m"]) if subset else np.arange(len(y))
     if subset:
         x, y = Subset(x, index), y[index]
-    acc, records = measure.evaluate(session, x, y, max(s["batch_sizes"]), ZOO[job["model"]].num_classes)
+    spec = spec_of(job)
+    acc, records = measure.evaluate(session, x, y, max(s["batch_sizes"]), spec.num_classes, spec.top_k)
     records.update(index=index.astype(np.int32), label=y)
     if job.get("accuracy_not_measured"):  # timing inputs without labels: predictions serve agreement only
-        acc = {"top1": None, "top5": None, "per_class": None, "n": 0, "agree_n": int(len(records["top1"])),
-               "not_measured": job["accuracy_not_measured"]}
+        acc = {"top1": None, "top5": None, "topk": None, "per_class": None, "n": 0,
+               "agree_n": int(len(records["top1"])), "not_measured": job["accuracy_not_measured"]}
     if subset:
         acc["subset"] = {**{k: v for k, v in subset.items() if k != "m"}, "seed": stats.SUBSET_SEED}
     save_predictions(Path(job["paths"]["pred"]), records)
@@ -132,7 +133,7 @@ def against_reference(records: dict, job: dict) -> dict:
     if not job.get("accuracy_not_measured"):
         delta = stats.paired_delta(mine["top1"] == mine["label"], theirs["top1"] == theirs["label"],
                                    mine["credit1"], theirs["credit1"])
-        delta["per_class"] = per_class_p(mine, theirs, ZOO[job["model"]].num_classes)
+        delta["per_class"] = per_class_p(mine, theirs, spec_of(job).num_classes)
     return {"agree_fp32": round(float((mine["top1"] == theirs["top1"]).mean() * 100), 4), "agree_ref": ref,
             "delta_vs_fp32": delta}
 

@@ -91,7 +91,7 @@ def section(target: str, model: str, cells: list[dict], out: Path, group: str = 
                      plots.calibration_sweep(swept, name, Path(f"{stem}-calibration.svg"))))
         tabs.append(tables.sweep(swept))
     return {"target": target, "model": model, "recipe": "" if group == "default" else group,
-            "anchor": slug(target, model, *suffix), "tables": tabs,
+            "anchor": slug(target, model, *suffix), "tables": tabs, "summary": tables.model_summary(cells),
             "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs]}
 
 

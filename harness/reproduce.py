@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +31,8 @@ def run_args(run: dict) -> list[str]:
     if "sweep" in ident:
         raise UserError(f"{run['_dir']}: a calibration sweep; re-run it with `harness sweep` and the sizes in "
                         "its run.json (reproduce handles plain runs)")
-    args = ["--models", ",".join(sel["models"]), "--backends", ",".join(sel["backends"]),
+    cards = sel.get("cards") or {}  # a card's model re-runs from its card (checked against the recorded sha256)
+    args = ["--models", ",".join(cards.get(m, m) for m in sel["models"]), "--backends", ",".join(sel["backends"]),
             "--precisions", ",".join(sel["precisions"])]
     settings = ident["settings"]
     for key, value in settings.items():  # keys of older harness versions (calibration_size) have no flag here
@@ -96,11 +99,12 @@ def reproduce(run_dir: Path, data_dir: Path, results: Path, say=print) -> Path:
                             "[container] table here")
         image = image_for(target, recorded, say)
         return container.run(target, data_dir, results, args, say, image=image)
-    from harness.cli import main as harness_main
-
     out = results / target.name / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     say(f"no image recorded: re-running on this machine into {out}")
-    code = harness_main(["run", "--target", target.name, "--data-dir", str(data_dir), "--out", str(out), *args])
+    # `harness run` in a process of its own, as the user would type it (and no import of the command line here:
+    # the CLI imports this module)
+    code = subprocess.run([sys.executable, "-m", "harness", "run", "--target", target.name, "--data-dir",
+                           str(data_dir), "--out", str(out), *args]).returncode
     if code != 0:
         raise UserError(f"the re-run exited {code}; partial results in {out}")
     return out

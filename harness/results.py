@@ -17,7 +17,7 @@ from harness.recipe import Recipe
 #     accuracy (`accuracy.ties`, `top1_range`), `agree_ref`, p90/p99 null below 10/100 samples.
 # 5 = timing before accuracy; accuracy.top1_ci95 (Wilson), accuracy.delta_vs_fp32 (McNemar), accuracy.subset
 #     (a time-budgeted pass); `crosscheck/<cell>.json` files beside the cells (harness crosscheck).
-CELL_SCHEMA_VERSION = 5
+CELL_SCHEMA_VERSION = 6
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
@@ -144,7 +144,17 @@ def _v4_to_v5(cell: dict) -> dict:
     return {**cell, "accuracy": acc, "schema_version": 5}
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}  # version -> function returning the next version
+def _v5_to_v6(cell: dict) -> dict:
+    """Schema 6 adds accuracy.topk (the run's k: 1 and 5 before model cards could ask for others) and
+    model_info.params / macs_per_image (not counted then: null)."""
+    acc = cell.get("accuracy")
+    if acc:
+        acc = {**acc, "topk": None if acc.get("top1") is None else {"1": acc["top1"], "5": acc.get("top5")}}
+    info = {"params": None, "macs_per_image": None, **(cell.get("model_info") or {})}
+    return {**cell, "accuracy": acc, "model_info": info, "schema_version": 6}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def migrate_cell(cell: dict) -> dict:

@@ -75,7 +75,6 @@ def run_config(args):
     """Validate everything a run needs before anything is written: target, flags, recipe, data, weights."""
     from harness.backends import BACKENDS
     from harness.data.cifar10 import cache_dir, data_root
-    from harness.models import ZOO
     from harness.runner import RunConfig
 
     target = load_target(args.target)
@@ -86,13 +85,41 @@ def run_config(args):
     if args.data_dir and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir}: not a directory")
     cache = Path(args.cache_dir) if args.cache_dir else cache_dir()
-    cfg = RunConfig(target, pick(args.models, target.models, ZOO, "models"),
+    models, cards = pick_models(args.models, target.models)
+    cfg = RunConfig(target, models,
                     pick(args.backends, target.backends, BACKENDS, "backends"),
                     pick(args.precisions, target.precisions, PRECISIONS, "precisions"), settings, recipe, data_dir,
-                    may_download, _out_dir(args, target.name), cache, args.resume, args.force)
+                    may_download, _out_dir(args, target.name), cache, args.resume, args.force, cards)
     for m in cfg.models:  # verify every weight file before anything is written
-        ZOO[m].weights_path(data_dir, may_download)
+        cfg.spec(m).weights_path(data_dir, may_download)
     return cfg
+
+
+def pick_models(requested: str | None, target_models: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """--models: zoo names and model-card paths -> (names, ((name, card path), ...))."""
+    from harness.models import ZOO
+    from harness.models.card import load_card
+
+    if requested is None:
+        return target_models, ()
+    names, cards = [], []
+    for ref in (x.strip() for x in requested.split(",")):
+        if not ref:
+            continue
+        if ref in ZOO:
+            names.append(ref)
+            continue
+        if not ref.endswith(".toml"):
+            raise UserError(f"--models {ref!r}: unknown; expected a zoo model ({', '.join(ZOO)}) or a model card "
+                            "path ending in .toml")
+        spec = load_card(Path(ref))
+        if spec.name in names:
+            raise UserError(f"--models {ref!r}: its name {spec.name!r} is already taken by another model")
+        names.append(spec.name)
+        cards.append((spec.name, spec.card))
+    if not names:
+        raise UserError(f"--models {requested!r}: empty; expected a comma list of zoo names and card paths")
+    return tuple(names), tuple(cards)
 
 
 def cmd_run(args) -> int:
@@ -102,7 +129,7 @@ def cmd_run(args) -> int:
 
     start = time.monotonic()
     cfg = run_config(args)
-    prep = prepare(cfg.data_dir, cfg.may_download, cfg.models, cfg.settings, cfg.recipe, cfg.cache)
+    prep = prepare(cfg.data_dir, cfg.may_download, cfg.specs(), cfg.settings, cfg.recipe, cfg.cache)
     console.print(f"run {cfg.out_dir}: {len(cfg.models)} models x {len(cfg.backends)} backends x "
                   f"{len(cfg.precisions)} precisions, {test_images(prep)}, "
                   f"{prep.calibration['size']} calibration images (recipe {cfg.recipe.name}), "
@@ -115,10 +142,11 @@ def cmd_run(args) -> int:
 
 
 def test_images(prep) -> str:
-    """CIFAR-10's test count, and what each ImageNet-shaped model is measured on."""
+    """CIFAR-10's test count, and what each model with a test set of its own (ImageNet-shaped, a card's) is
+    measured on."""
     cifar = any("test" not in t for t in prep.tensors.values())
     out = [f"{prep.test['size']} test images"] if cifar else []
-    out += [f"{m}: {t['test']['size']} " + ("val images" if t["test"]["accuracy"] == "measured" else
+    out += [f"{m}: {t['test']['size']} " + ("test images" if t["test"]["accuracy"] == "measured" else
                                              f"timing images, accuracy {t['test']['accuracy']}")
             for m, t in prep.tensors.items() if "test" in t]
     return "; ".join(out)
@@ -154,7 +182,7 @@ def cmd_sweep(args) -> int:
         for method in methods:
             r = recipe.with_overrides(cfg.recipe, size, None, method, None)
             r = replace(r, name=f"{cfg.recipe.name} / sweep")
-            prep = prepare(cfg.data_dir, cfg.may_download, cfg.models, cfg.settings, r, cfg.cache)
+            prep = prepare(cfg.data_dir, cfg.may_download, cfg.specs(), cfg.settings, r, cfg.cache)
             arms.append(Arm(f"cal{size}-{method or 'default'}", r, prep))
     console.print(f"sweep {cfg.out_dir}: calibration sizes {sizes} x methods "
                   f"{[m or 'backend default' for m in methods]} x {len(cfg.models)} models x "

@@ -15,7 +15,7 @@ from harness import envinfo, envs
 from harness.backends import get_backend
 from harness.config import RunSettings, Target
 from harness.errors import UserError
-from harness.models import ZOO
+from harness.models import ModelSpec, lookup
 from harness.prepare import Prepared
 from harness.progress import Progress
 from harness.recipe import Recipe
@@ -56,6 +56,13 @@ class RunConfig:
     cache: Path
     resume: bool = False
     force: bool = False
+    cards: tuple[tuple[str, str], ...] = ()  # (model name, card path) of the models that come from cards
+
+    def spec(self, model: str) -> ModelSpec:
+        return lookup(model, dict(self.cards).get(model))
+
+    def specs(self) -> dict[str, ModelSpec]:
+        return {m: self.spec(m) for m in self.models}
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def plan(cfg: RunConfig, variant: str = "") -> list[tuple[str, str, str, str]]:
             cells += [(m, b, p, variant) for p in precisions]
             extra = () if variant else BACKENDS[b].VARIANTS.get(cfg.target.device, {})
             cells += [(m, b, p, v) for v in extra for p in precisions]
-            cells += [(m, b, a.precision, "published") for a in ZOO[m].published
+            cells += [(m, b, a.precision, "published") for a in cfg.spec(m).published
                       if a.backend == b and a.precision in precisions and not variant]
     return cells
 
@@ -89,9 +96,13 @@ def run_identity(cfg: RunConfig, arms: list[Arm]) -> dict:
     """What must match for a resumed run's cells to be comparable (and what `reproduce` re-runs)."""
     identity = {"settings": asdict(cfg.settings), "test": arms[0].prep.test, "target": cfg.target.name}
     imagenet = {m: {"test": t["test"], "weights_sha256": t["model_info"]["weights_sha256"]}
-                for m, t in arms[0].prep.tensors.items() if "model_info" in t}
+                for m, t in arms[0].prep.tensors.items() if "weights_sha256" in t.get("model_info", {})}
     if imagenet:  # only when such models run, so the identity of earlier runs is unchanged
         identity["imagenet"] = imagenet
+    cards = {m: {"card_sha256": cfg.spec(m).card_sha256, **{k: arms[0].prep.tensors[m].get(k) for k in
+                                                             ("test", "calibration")}} for m, _ in cfg.cards}
+    if cards:
+        identity["cards"] = cards
     if len(arms) == 1 and not arms[0].variant:
         return {**identity, "recipe": arms[0].recipe.to_dict(), "calibration": arms[0].prep.calibration}
     return {**identity, "sweep": [{"variant": a.variant, "recipe": a.recipe.to_dict(),
@@ -116,7 +127,8 @@ def open_run(cfg: RunConfig, arms: list[Arm]) -> dict:
         "target": {"name": cfg.target.name, "device": cfg.target.device, "path": cfg.target.path,
                    "sha256": cfg.target.sha256},
         "identity": identity, "command": sys.argv,
-        "selection": {"models": cfg.models, "backends": cfg.backends, "precisions": cfg.precisions},
+        "selection": {"models": cfg.models, "backends": cfg.backends, "precisions": cfg.precisions,
+                      **({"cards": dict(cfg.cards)} if cfg.cards else {})},
         "preprocessed_sha256": {m: t["sha256"] for m, t in prep.tensors.items()},
         "environment": {**envinfo.capture(),
                         "worker_env": worker_env_in_effect()},
@@ -137,7 +149,8 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
         "target": cfg.target.name, "run_id": cfg.out_dir.name, "model": model, "backend": backend,
         "precision": precision, "variant": variant, "calibration": t.get("calibration", prep.calibration),
         "test": t.get("test", prep.test), "accuracy_not_measured": t.get("accuracy_not_measured"),
-        "threads": cfg.settings.resolved_threads(), "model_info": {**ZOO[model].describe(), **t.get("model_info", {})},
+        "threads": cfg.settings.resolved_threads(), "card": dict(cfg.cards).get(model),
+        "model_info": {**cfg.spec(model).describe(), **t.get("model_info", {})},
         "settings": asdict(cfg.settings), "recipe": arm.recipe.to_dict(), "data_dir": str(cfg.data_dir),
         "may_download": cfg.may_download,
         "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device, "agree_ref": ref,
@@ -206,7 +219,7 @@ def run_cell(cfg: RunConfig, job: dict, impl, pythons: dict, progress) -> None:
         record(job, "failed", python, {})
         return
     if python is None:  # cheap checks here save a process start; an env's worker checks for itself
-        reason = impl.why_not(job["precision"], cfg.target.device, ZOO[job["model"]])
+        reason = impl.why_not(job["precision"], cfg.target.device, cfg.spec(job["model"]))
         if reason:
             record(job, "unsupported", reason, impl.versions())
             return

@@ -141,6 +141,23 @@ def matrix(cells: list[dict], metric: str) -> dict:
             "numbered": metric == "top1", "legend": legend(cells) if metric == "top1" else []}
 
 
+def model_summary(cells: list[dict]) -> str:
+    """The model in numbers (from its fp32 module, the same in every cell) and where it came from."""
+    info = next((c.get("model_info") or {} for c in cells if (c.get("model_info") or {}).get("params")), {})
+    if not info:
+        return ""
+    batch = max((t["batch"] for c in cells if c["status"] == "ok" for t in c.get("throughput") or []), default=64)
+    macs = info.get("macs_per_image")
+    text = f"{info['params']:,} parameters"
+    if macs:
+        text += f"; {macs / 1e6:,.2f} M multiply-accumulates per image, {macs * batch / 1e9:,.2f} G per batch of " \
+                f"{batch}"
+    if info.get("card"):
+        text += f"; model card {info['card'].rsplit('/', 1)[-1]} ({info.get('source')}" + (
+            f", {info['license']}" if info.get("license") else "") + ")"
+    return text
+
+
 def legend(cells: list[dict]) -> list[str]:
     """What each column is, where its backend carries a note (a legacy API, a last release, a converter)."""
     from harness.backends import BACKENDS

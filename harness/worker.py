@@ -29,7 +29,7 @@ import numpy as np
 from harness import baton, measure
 from harness.backends import Unsupported, get_backend
 from harness.backends.source import Source
-from harness.models import ZOO
+from harness.models import spec_of
 from harness.phases import FIRST_SHAPE_IMAGES
 from harness.recipe import from_dict as recipe_from_dict
 from harness.results import JOB_FIELDS, CellResult, write_json
@@ -48,7 +48,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def make_source(job: dict, calib: np.ndarray | None = None) -> Source:
-    spec = ZOO[job["model"]]
+    spec = spec_of(job)
     weights = job["paths"].get("weights")  # resolved once by the run (e.g. an ImageNet model's seeded weights)
     return Source(spec, Path(weights) if weights else spec.weights_path(Path(job["data_dir"]), job["may_download"]),
                   np.load(job["paths"]["calib_x"], mmap_mode="r") if calib is None else calib,
@@ -184,7 +184,7 @@ def run(job: dict) -> CellResult:
     common = {k: job[k] for k in JOB_FIELDS}
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
-        reason = backend.why_not(job["precision"], job["device"], ZOO[job["model"]])
+        reason = backend.why_not(job["precision"], job["device"], spec_of(job))
         if reason:
             raise Unsupported(reason)
         fields = measure_cell(job, backend)
@@ -200,19 +200,22 @@ def run(job: dict) -> CellResult:
                       duration_s=time.perf_counter() - start, **fields)
 
 
-def probe_report(name: str, device: str) -> dict:
-    """`python -m harness.worker --probe NAME DEVICE`: what a backend can do in *this* interpreter."""
+def probe_report(name: str, device: str, card: str = "") -> dict:
+    """`python -m harness.worker --probe NAME DEVICE [CARD]`: what a backend can do in *this* interpreter
+    (with the model of a card, when given)."""
     from harness.config import PRECISIONS
+    from harness.models import lookup
 
     backend = get_backend(name)
     probe = backend.probe()
+    spec = lookup("", card) if card else None
     return {"installed": probe.installed, "version": probe.version, "reason": probe.reason,
-            "precisions": {p: backend.why_not(p, device) for p in PRECISIONS}}
+            "precisions": {p: backend.why_not(p, device, spec) for p in PRECISIONS}}
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--probe"]:
-        print(json.dumps(probe_report(argv[1], argv[2])))
+        print(json.dumps(probe_report(argv[1], argv[2], *argv[3:4])))
         return 0
     job = {**json.loads(Path(argv[0]).read_text()), "_job_path": argv[0]}
     die_with_parent(job["parent_pid"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.config import load_target
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -170,3 +172,22 @@ def backend_scores(backend: str, precision: str, src, x: np.ndarray, tmp: Path):
     if "unsupported" in info:
         pytest.skip(f"{backend} {precision}: {info['unsupported']}")
     return np.load(tmp / "scores.npy"), info["size"], info["details"]
+
+
+# run1: `harness run` as a user runs it, on a 500-image subset
+FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
+        "--warmup", "2"]
+LOCAL = load_target("local")
+# what `harness run` runs by default, but torch-inductor: it compiles five times a cell (96-176 s each with FAST
+# settings, 11 of run1's minutes); test_e2e's own run of it covers it through the worker on fp32, int8, uint8
+BACKENDS = [b for b in LOCAL.backends if b != "torch-inductor"]
+
+
+@pytest.fixture(scope="session")
+def run1(data_dir, shared_cache, env_unavailable, tmp_path_factory):
+    """The zoo's resnet20 through every default backend but torch-inductor, FAST (test_e2e, test_cards)."""
+    out = tmp_path_factory.mktemp("e2e") / "run1"
+    proc = run_cli("run", "--models", "resnet20", "--backends", ",".join(BACKENDS), "--data-dir", str(data_dir),
+                   "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

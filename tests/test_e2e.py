@@ -12,17 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from harness.config import load_target
 from harness.results import cell_stem
 from harness.tables import METRICS
-from tests.conftest import REPO, run_cli
+from tests.conftest import BACKENDS, FAST, LOCAL, REPO, run_cli
 
-FAST = ["--test-limit", "500", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
-        "--warmup", "2"]
-LOCAL = load_target("local")
-# what `harness run` runs by default, but torch-inductor: it compiles five times a cell (96-176 s each with FAST
-# settings, 11 of run1's minutes); its own run below covers it through the worker on fp32, int8 and uint8
-BACKENDS = [b for b in LOCAL.backends if b != "torch-inductor"]
 FIELDS = ("schema_version", "target", "model", "backend", "precision", "status", "reason", "size_bytes",
           "peak_rss_bytes", "memory", "import_s", "export_s", "quantize_s")
 
@@ -30,15 +23,6 @@ FIELDS = ("schema_version", "target", "model", "backend", "precision", "status",
 def _cells(out):
     return {(c["backend"], c["precision"]): c for c in
             (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
-
-
-@pytest.fixture(scope="module")
-def run1(data_dir, shared_cache, env_unavailable, tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e") / "run1"
-    proc = run_cli("run", "--models", "resnet20", "--backends", ",".join(BACKENDS), "--data-dir", str(data_dir),
-                   "--out", str(out), *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def test_compiled_pytorch_through_the_worker(run1, data_dir, tmp_path):

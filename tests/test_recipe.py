@@ -15,6 +15,7 @@ from harness.config import load_target
 from harness.measure import latency_interval, repeat_interval
 from harness.prepare import select
 from harness.recipe import Recipe
+from harness.results import CELL_SCHEMA_VERSION
 from tests.conftest import REPO, backend_scores, run_cli, source_for
 from tests.test_cli import _assert_user_error
 
@@ -156,5 +157,5 @@ def test_old_cells_migrate_to_the_default_recipe():
     from harness.results import load_cells
 
     cells = load_cells(Path(__file__).parent / "fixtures" / "old_schema" / "local" / "run-d")
-    assert cells and all(c["schema_version"] == 5 and c["recipe"]["name"] == "default" for c in cells)
+    assert cells and all(c["schema_version"] == CELL_SCHEMA_VERSION and c["recipe"]["name"] == "default" for c in cells)
     assert all(c["recipe"]["calibration_size"] == c["calibration"]["size"] for c in cells)

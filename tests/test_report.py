@@ -11,6 +11,7 @@ import pytest
 
 from harness.errors import UserError
 from harness.report import load_runs, md_escape, merge, render
+from harness.results import CELL_SCHEMA_VERSION
 from tests.conftest import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -76,7 +77,7 @@ def test_failed_and_unsupported_cells_show_with_reasons(tmp_path):
 
 def test_old_schema_is_migrated():
     runs = load_runs([FIXTURES / "old_schema"])
-    assert all(c["schema_version"] == 5 and c["variant"] == "" and c["recipe"]["name"] == "default"
+    assert all(c["schema_version"] == CELL_SCHEMA_VERSION and c["variant"] == "" and c["recipe"]["name"] == "default"
                for c in runs[0]["cells"])
     ok = [c for c in runs[0]["cells"] if c["status"] == "ok"]
     # schema 3's peak_rss_bytes was ru_maxrss (the runner's peak leaks in): kept, but no build/run split invented

@@ -95,6 +95,9 @@ class Backend:
     # what a reader must know about this column (a deprecated API, a last release), shown by `harness list`
     # and under the report's tables
     NOTE = ""
+    # how the backend takes a PyTorch module by tracing its Python code (torch.export, jit.trace); a card's
+    # TorchScript file has no Python code to trace
+    TRACES = ""
 
     def __init__(self, device: str = "cpu", variant: str = ""):
         # a cell's variant may name a sweep arm or a published artifact; only the backend's own runtimes bind
@@ -140,7 +143,10 @@ class Backend:
                 or (self.model_reason(spec) if spec is not None else None))
 
     def model_reason(self, spec) -> str | None:
-        """Why this backend cannot build this zoo model at all (None: it can)."""
+        """Why this backend cannot build this model at all (None: it can)."""
+        if self.TRACES and spec.builder == "torchscript":
+            return (f"{self.NAME} takes a PyTorch module through {self.TRACES}, which cannot trace a TorchScript "
+                    "file: give a torch-checkpoint (state dict + factory) or ONNX card")
         return None
 
     def published(self, path: Path, spec, workdir: Path) -> Artifact:

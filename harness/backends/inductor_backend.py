@@ -26,6 +26,7 @@ COMPILE = "torch.compile(backend=inductor, dynamic=False, fullgraph=True), freez
 
 class InductorBackend(Backend):
     NAME = "torch-inductor"
+    TRACES = "torch.export"
     MODULE = "torchao"
     PACKAGES = ("torch", "torchao")
     EXTRA = "inductor"

@@ -17,6 +17,7 @@ CALIB_BATCH = 100
 
 class IpexBackend(Backend):
     NAME = "ipex"
+    TRACES = "ipex.optimize and torch.jit.trace"
     MODULE = "intel_extension_for_pytorch"
     PACKAGES = ("intel-extension-for-pytorch", "torch")
     EXTRA = "ipex"

@@ -28,6 +28,7 @@ QUANTIZER = "litert-torch's PT2EQuantizer"
 
 class LitertBackend(Backend):
     NAME = "litert"
+    TRACES = "torch.export"
     MODULE = "litert_torch"
     PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "torch")
     EXTRA = "litert"

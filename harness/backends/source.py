@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cifar10 import cache_dir
-from harness.models import ModelSpec, build_torch
+from harness.models import ModelSpec, build_torch, definition_files, native_onnx
 from harness.recipe import Recipe
 
 ONNX_OPSET = 17
@@ -21,17 +21,13 @@ CALIB_BATCH_BYTES = 8 << 20  # 8 MiB: 100 CIFAR images (1.2 MB) stay one batch; 
 
 
 def definition_digest(spec: ModelSpec) -> str:
-    """sha256 (12 hex) of the source files that define the exported module: the zoo, the builder's module and
-    this file (which strips a final softmax). Any edit re-exports; a stale export would be silently reused."""
+    """sha256 (12 hex) of the source files that define the exported module (harness.models.definition_files:
+    the zoo, the source kind's module, a card and its factory) and of this file (which strips a final softmax).
+    Any edit re-exports; a stale export would be silently reused."""
     import hashlib
 
-    import harness.models as models
-
-    pkg = Path(models.__file__).parent
-    kind = spec.builder.partition(":")[0]
-    files = [pkg / "__init__.py", pkg / f"{kind}.py", Path(__file__)]  # kinds are module names
     h = hashlib.sha256()
-    for f in files:
+    for f in [*definition_files(spec), Path(__file__)]:
         if f.is_file():
             h.update(f.read_bytes())
     return h.hexdigest()[:12]
@@ -72,8 +68,14 @@ class Source:
         return model
 
     def onnx_path(self) -> Path:
-        """One fp32 ONNX export per (weights, torch version, opset), shared by onnxruntime and openvino."""
+        """One fp32 ONNX export per (weights, torch version, opset), shared by onnxruntime and openvino; an
+        ONNX card's own file (with a dynamic batch axis, see onnx_file.dynamic_batch)."""
         with self.aside("export"):
+            native = native_onnx(self.spec, self.weights)
+            if native is not None:
+                from harness.models.onnx_file import dynamic_batch
+
+                return dynamic_batch(native, cache_dir() / "onnx")
             return self._onnx_path()
 
     def _onnx_path(self) -> Path:

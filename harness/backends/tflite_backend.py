@@ -37,7 +37,8 @@ class TfliteBackend(Backend):
         if spec.builder == "resnet8" or spec.builder.startswith("resnet_cifar:"):
             return None
         return (f"no Keras twin of {spec.name}: TFLite converts from a Keras model carrying the same weights, "
-                "written here for resnet8 and resnet20/32/44/56 only")
+                "written here for resnet8 and resnet20/32/44/56 only (any model: the litert column converts from "
+                "PyTorch)")
 
     def probe(self):
         probe = super().probe()

@@ -37,13 +37,15 @@ def array_sha256(*arrays: np.ndarray) -> str:
 
 
 def calibration_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Stratified, seeded pick of `size` pool indices: size//10 per class (the remainder to the first classes)."""
+    """Stratified, seeded pick of `size` pool indices: size // k per class of the k classes present (the
+    remainder to the first classes; CIFAR-10's pool has all 10). A class with fewer images gives all it has."""
     if size > labels.shape[0]:
         raise ValueError(f"calibration size {size} exceeds the {labels.shape[0]}-image pool")
     rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
     picks = []
-    for c in range(10):
-        n = size // 10 + (1 if c < size % 10 else 0)
+    for i, c in enumerate(classes):
+        n = size // len(classes) + (1 if i < size % len(classes) else 0)
         members = np.flatnonzero(labels == c)
-        picks.append(rng.choice(members, size=n, replace=False))
+        picks.append(rng.choice(members, size=min(n, len(members)), replace=False))
     return np.sort(np.concatenate(picks))

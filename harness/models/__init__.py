@@ -1,147 +1,65 @@
-"""Model zoo: one explicit registry of CIFAR-10 models with checksummed published weights, and ImageNet-shaped
-models (torchvision architectures) whose published weights are optional."""
+"""Models: the zoo and model cards are the same kind of object (ModelSpec); how one becomes a PyTorch module
+(and, for an ONNX card, the ONNX file itself) is up to its source kind, one module each in SOURCES."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from functools import cache
 from pathlib import Path
 
-from harness.data.cifar10 import cache_dir
-from harness.data.download import fetch, verify
-from harness.data.prep import Preprocess
-from harness.errors import UserError
+from harness.models.spec import DataSource, ModelSpec, Published
+from harness.models.zoo import IMAGENET_NORM, ZOO
 
-IMAGENET_NORM = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-TORCHVISION = "https://download.pytorch.org/models/"
-MLPERF_TINY = ("https://github.com/mlcommons/tiny/raw/master/benchmark/training/"
-               "image_classification/trained_models/")
+__all__ = ["DataSource", "IMAGENET_NORM", "ModelSpec", "Published", "SOURCES", "ZOO", "build_torch",
+           "definition_files", "lookup", "native_onnx", "spec_of"]
 
-
-@dataclass(frozen=True)
-class Published:
-    """A quantized/converted artifact published with the model, run as its own cell (variant "published")."""
-
-    backend: str
-    precision: str
-    filename: str
-    sha256: str
-    url: str
-
-
-def _verified(data_dir: Path, subdir: str, filename: str, sha256: str, url: str, may_download: bool) -> Path:
-    local = data_dir / subdir / filename
-    if local.is_file():
-        verify(local, sha256)
-        return local
-    if not may_download:
-        raise UserError(f"weight file {local} not found (expected the published file {url}, sha256 {sha256})")
-    return fetch(url, cache_dir() / "weights" / filename, sha256)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    builder: str  # "resnet_cifar:<depth>" or "resnet8"
-    subdir: str  # folder under the data dir that holds the weight file
-    filename: str
-    sha256: str
-    url: str
-    published_top1: float | None
-    published_note: str
-    preprocess: Preprocess
-    published: tuple[Published, ...] = ()
-    dataset: str = "cifar10"  # or "imagenet": 1000 classes, 224 x 224 inputs, see harness.data.imagenet
-    input_size: int = 32
-    num_classes: int = 10
-    resize_size: int = 0  # imagenet: shorter side before the centre crop (torchvision's preset)
-    interpolation: str = "bilinear"
-    # True: without the weight file the model still runs, on seeded random weights, for latency and size only
-    weights_optional: bool = False
-    # True: the published model ends in a softmax. Artifacts built here leave it out and are scored on logits:
-    # argmax and top-k are unchanged in float, but a softmax quantized to int8 makes many outputs tie
-    ends_in_softmax: bool = False
-
-    def weights_path(self, data_dir: Path, may_download: bool) -> Path | None:
-        """The verified weight file: from the data dir, else (if allowed) downloaded into the cache; None
-        when optional weights are not there and may not be downloaded."""
-        if self.weights_optional and not may_download and not (data_dir / self.subdir / self.filename).is_file():
-            return None
-        try:
-            return _verified(data_dir, self.subdir, self.filename, self.sha256, self.url, may_download)
-        except UserError as exc:
-            raise UserError(f"model {self.name}: {exc}") from None
-
-    def published_path(self, artifact: Published, data_dir: Path, may_download: bool) -> Path:
-        return _verified(data_dir, self.subdir, artifact.filename, artifact.sha256, artifact.url, may_download)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "weights": self.filename, "weights_sha256": self.sha256,
-                "url": self.url, "published_top1": self.published_top1,
-                "published_note": self.published_note, "preprocess": self.preprocess.describe(),
-                "dataset": self.dataset, "input_size": self.input_size}
-
-
-def _akamaster(depth: int, filename: str, sha: str, top1: float) -> ModelSpec:
-    return ModelSpec(f"resnet{depth}", f"resnet_cifar:{depth}", "akamaster_resnet_cifar10", filename, sha,
-                     AKAMASTER + filename, top1, "akamaster/pytorch_resnet_cifar10 README", IMAGENET_NORM)
-
-
-def _torchvision(arch: str, filename: str, top1: float, interpolation: str = "bilinear") -> ModelSpec:
-    # torchvision publishes only the first 8 hex digits of each file's sha256, in its name
-    return ModelSpec(arch, f"imagenet:{arch}", "torchvision", filename, filename.rsplit("-", 1)[1].split(".")[0],
-                     TORCHVISION + filename, top1, "torchvision IMAGENET1K_V1, acc@1 on ILSVRC2012 val (optional: "
-                     "without the file the cells run seeded random weights for latency and size only)",
-                     IMAGENET_NORM, dataset="imagenet", input_size=224, num_classes=1000, resize_size=256,
-                     interpolation=interpolation, weights_optional=True)
-
-
-ZOO: dict[str, ModelSpec] = {
-    "resnet8": ModelSpec(
-        "resnet8", "resnet8", "mlperf_tiny_resnet8", "pretrainedResnet.h5",
-        "5f938a8eea605438cc7360aa13c987bc6d7bd0c8d931b2917361ae7ae4eeda2f",
-        MLPERF_TINY + "pretrainedResnet.h5", 85.0,
-        "MLPerf Tiny quality target, not a measurement; measured here on the full test set: 87.19% for the "
-        "Keras original (TensorFlow 2.21), its PyTorch twin and MLPerf's own fp32 .tflite",
-        # The Keras original takes raw 0..255 RGB pixels, NHWC, with no rescaling layer.
-        Preprocess(scale=1.0, layout="NHWC"),
-        published=(
-            Published("tflite", "fp32", "pretrainedResnet.tflite",
-                      "b5c0046d6e0328b4956afd6baa29555a29b1f1c65bdd45aaed75b7cd484d9f79",
-                      MLPERF_TINY + "pretrainedResnet.tflite"),
-            Published("tflite", "int8", "pretrainedResnet_quant.tflite",
-                      "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
-                      MLPERF_TINY + "pretrainedResnet_quant.tflite"),
-        ), ends_in_softmax=True),
-    "resnet20": _akamaster(20, "resnet20-12fca82f.th",
-                           "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 91.73),
-    "resnet32": _akamaster(32, "resnet32-d509ac18.th",
-                           "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850", 92.63),
-    "resnet44": _akamaster(44, "resnet44-014dd654.th",
-                           "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4", 93.10),
-    "resnet56": _akamaster(56, "resnet56-4bfd9763.th",
-                           "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367", 93.39),
-    "resnet50": _torchvision("resnet50", "resnet50-0676ba61.pth", 76.130),
-    "mobilenet_v2": _torchvision("mobilenet_v2", "mobilenet_v2-b0353104.pth", 71.878),
-    "efficientnet_b0": _torchvision("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692, "bicubic"),
+# source kind (the part of ModelSpec.builder before ":") -> the module that builds it. Each has
+# build_torch(spec, weights) -> an eval-mode fp32 torch.nn.Module; one whose file already is ONNX also has
+# native_onnx(spec, weights) -> Path. Imported only when used: they import torch (and onnx2torch, h5py).
+SOURCES = {
+    "resnet_cifar": "harness.models.resnet_cifar",
+    "resnet8": "harness.models.resnet8",
+    "imagenet": "harness.models.imagenet",
+    "onnx": "harness.models.onnx_file",
+    "torchscript": "harness.models.torchscript_file",
+    "torch-checkpoint": "harness.models.checkpoint",
 }
 
 
+def _source(spec: ModelSpec):
+    return importlib.import_module(SOURCES[spec.builder.partition(":")[0]])
+
+
 def build_torch(spec: ModelSpec, weights: Path):
-    """The fp32 PyTorch module (eval mode) carrying the published weights."""
-    kind, _, arg = spec.builder.partition(":")
-    if kind == "imagenet":
-        import torch
+    """The fp32 PyTorch module (eval mode) carrying the model's weights."""
+    return _source(spec).build_torch(spec, weights)
 
-        from harness.models.imagenet import ARCHITECTURES
 
-        model = ARCHITECTURES[arg]()
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model.eval()
-    if kind == "resnet_cifar":
-        from harness.models.resnet_cifar import load_akamaster
+def native_onnx(spec: ModelSpec, weights: Path) -> Path | None:
+    """The model's own ONNX file when its source is one (an ONNX card), else None (the harness exports)."""
+    module = _source(spec)
+    return module.native_onnx(spec, weights) if hasattr(module, "native_onnx") else None
 
-        return load_akamaster(int(arg), weights)
-    from harness.models.resnet8 import load_mlperf_h5
 
-    return load_mlperf_h5(weights)
+def definition_files(spec: ModelSpec) -> list[Path]:
+    """The files that define the module a spec builds: an edit to any of them must re-export."""
+    pkg = Path(__file__).parent
+    kind_file = pkg / (SOURCES[spec.builder.partition(":")[0]].rsplit(".", 1)[1] + ".py")
+    return [pkg / "__init__.py", pkg / "spec.py", pkg / "zoo.py", kind_file, *map(Path, spec.code_files)]
+
+
+def lookup(name: str, card: str | None = None) -> ModelSpec:
+    """A zoo entry, or the model of a card file (what a job names: its model, and its card when it has one)."""
+    return _card(card) if card else ZOO[name]
+
+
+def spec_of(job: dict) -> ModelSpec:
+    """The model a worker's job names."""
+    return lookup(job["model"], job.get("card"))
+
+
+@cache
+def _card(path: str) -> ModelSpec:
+    from harness.models.card import load_card
+
+    return load_card(Path(path))

@@ -165,3 +165,12 @@ def seeded_state_dict(arch: str, images, seed: int = 0) -> dict:
     with torch.no_grad():
         model(torch.from_numpy(np.ascontiguousarray(images)))
     return model.eval().state_dict()
+
+
+def build_torch(spec, weights):
+    """The source kind "imagenet:<arch>": a torchvision-layout state dict (published or seeded)."""
+    import torch
+
+    model = ARCHITECTURES[spec.builder.partition(":")[2]]()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()

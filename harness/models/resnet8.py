@@ -94,3 +94,8 @@ def load_mlperf_h5(weights: Path) -> ResNet8:
             model.dense.weight.copy_(get("dense", "kernel").T)
             model.dense.bias.copy_(get("dense", "bias"))
     return model.eval()
+
+
+def build_torch(spec, weights: Path) -> ResNet8:
+    """The source kind "resnet8": MLPerf Tiny's Keras weights."""
+    return load_mlperf_h5(weights)

@@ -68,3 +68,8 @@ def load_akamaster(depth: int, weights: Path) -> ResNetCifar:
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def build_torch(spec, weights: Path) -> ResNetCifar:
+    """The source kind "resnet_cifar:<depth>"."""
+    return load_akamaster(int(spec.builder.partition(":")[2]), weights)
