@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.cards import card_text, write_resnet20_cards
-from tests.conftest import BACKENDS, REPO, run_cli
 from tests.conftest import FAST as E2E_FAST
+from tests.conftest import REPO, run_cli
 
 FAST = ["--test-limit", "300", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
         "--warmup", "2"]
@@ -64,13 +64,15 @@ def test_params_and_macs_are_counted_from_the_model(cards, data_dir, shared_cach
 
 def test_the_cards_give_the_zoo_models_figures_in_every_runtime(cards, run1, data_dir, env_unavailable, tmp_path):
     """Round trip against run1 (the zoo's resnet20, same test subset and calibration images): the ONNX card
-    through every runtime run1 has (onnx2torch for the PyTorch ones), the checkpoint card through eager PyTorch
-    and, exported, ONNX Runtime (elsewhere it is the zoo's own module class). fp32 top-1 identical, int8 within
+    through each path (onnx2torch into eager, IPEX and LiteRT; the file into ONNX Runtime), the checkpoint card
+    through its ONNX export (in PyTorch it is the zoo's own module class). fp32 top-1 identical, int8 within
     0.3 points of the zoo's cell of the same runtime. (torch-inductor compiles per shape, 2-3 min a cell, as
     run1 leaves it out: the full acceptance run covers it; tflite has no Keras twin of a card's model.)"""
-    onnx_backends = [b for b in BACKENDS if b not in env_unavailable]
+    # onnx2torch's module in every PyTorch runtime, the file itself in ONNX Runtime (OpenVINO reads that same
+    # file; tflite refuses any card: both shown in the acceptance run, cut here for CI's time)
+    onnx_backends = [b for b in ("torch", "onnxruntime", "litert", "ipex") if b not in env_unavailable]
     cells = {}
-    for card, backends in ((cards["onnx"], onnx_backends), (cards["checkpoint"], ["torch", "onnxruntime"])):
+    for card, backends in ((cards["onnx"], onnx_backends), (cards["checkpoint"], ["onnxruntime"])):
         out = tmp_path / card.parent.name
         proc = run_cli("run", "--models", str(card), "--backends", ",".join(backends), "--precisions",
                        "fp32,int8", "--data-dir", str(data_dir), "--out", str(out), *E2E_FAST)
@@ -78,9 +80,6 @@ def test_the_cards_give_the_zoo_models_figures_in_every_runtime(cards, run1, dat
         cells.update(_cells(out))
     zoo = _cells(run1)
     for (model, backend, precision), mine in cells.items():
-        if backend == "tflite":
-            assert mine["status"] == "unsupported" and "no Keras twin" in mine["reason"]
-            continue
         ref = zoo[("resnet20", backend, precision)]
         assert mine["status"] == "ok", (model, backend, precision, mine["reason"])
         if precision == "fp32":
@@ -89,7 +88,7 @@ def test_the_cards_give_the_zoo_models_figures_in_every_runtime(cards, run1, dat
             assert abs(mine["accuracy"]["top1"] - ref["accuracy"]["top1"]) <= 0.3, (model, backend)
         assert mine["model_info"]["params"] == RESNET20_PARAMS - (688 if model == "resnet20-onnx" else 0)
         assert mine["model_info"]["card"].endswith("card.toml")
-    assert len(cells) == 2 * len(onnx_backends) + 4
+    assert len(cells) == 2 * len(onnx_backends) + 2
     assert set(cells[("resnet20-onnx", "onnxruntime", "fp32")]["accuracy"]["topk"]) == {"1", "3", "5"}
 
 
@@ -100,6 +99,7 @@ def test_a_torchscript_card_runs_where_nothing_traces_python(cards, run1, data_d
     proc = run_cli("list", "--models", str(cards["torchscript"]))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "model resnet20-ts (card" in proc.stdout and "cannot trace a TorchScript file" in proc.stdout
+    assert "no Keras twin of resnet20-ts" in proc.stdout  # tflite: the zoo only; litert converts any card
     out = tmp_path / "run"
     proc = run_cli("run", "--models", str(cards["torchscript"]), "--backends", "torch,onnxruntime", "--precisions",
                    "fp32", "--data-dir", str(data_dir), "--out", str(out), *E2E_FAST)
@@ -165,7 +165,7 @@ def test_a_model_the_zoo_does_not_have(data_dir, tmp_path):
                               'architecture = "resnet18_cifar:resnet18"\ntop_k = [1, 3]'))
     out = tmp_path / "run"
     proc = run_cli("run", "--models", str(card), "--backends", "onnxruntime", "--precisions", "fp32,int8",
-                   "--data-dir", str(data_dir), "--out", str(out), *FAST)
+                   "--data-dir", str(data_dir), "--out", str(out), *FAST[2:], "--test-limit", "100")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for (_, backend, precision), c in _cells(out).items():
         assert c["status"] == "ok", (backend, precision, c["reason"])

@@ -116,10 +116,11 @@ def test_placement_names_nodes_that_fell_back_to_the_cpu():
 
 
 def test_a_cuda_target_adds_the_tensorrt_execution_provider_column():
+    from harness.models import lookup
     from harness.runner import plan
 
     cfg = SimpleNamespace(models=("resnet20",), backends=("tensorrt", "onnxruntime", "torch"),
-                          precisions=("fp32", "int8"), target=load_target("a100"))
+                          precisions=("fp32", "int8"), target=load_target("a100"), spec=lookup)
     cells = plan(cfg)
     assert ("resnet20", "onnxruntime", "int8", "trt-ep") in cells
     assert not [c for c in cells if c[1] != "onnxruntime" and c[3]]

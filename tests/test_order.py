@@ -38,6 +38,8 @@ ATTEMPTS = 2
 # fp16/bf16/dynamic compile through the same CompiledSession as fp32/int8 (one graph per shape); each costs ~2 min
 SKIP = {("torch-inductor", p): "the same per-shape CompiledSession as its fp32 cell, which is tested here; each "
         "compiled precision costs ~2 min (9 compiles)" for p in ("fp16", "bf16", "int8", "dynamic")}
+SKIP.update({("torch", p): "eager torch.half/bfloat16 take the same per-instance oneDNN path as the fp32 cell "
+             "tested here, at 30-40 s a cell where the CPU emulates them" for p in ("fp16", "bf16")})
 THREADS = 1
 # the accuracy pass: one full batch of 64 and a short one of 8 (what a real pass leaves behind: both shapes)
 N_IMAGES = 72

@@ -69,7 +69,8 @@ def test_schema_3_cells_migrate_keeping_their_memory_figure_with_a_note():
     v3 = {"schema_version": 3, "status": "ok", "peak_rss_bytes": 621_694_976, "quantize_s": 5.4,
           "accuracy": {"top1": 91.0, "agree_fp32": 100.0}}
     v4 = migrate_cell(v3)
-    assert v4["schema_version"] == 5 and v4["peak_rss_bytes"] == 621_694_976 and v4["quantize_s"] == 5.4
+    assert v4["schema_version"] == CELL_SCHEMA_VERSION
+    assert v4["peak_rss_bytes"] == 621_694_976 and v4["quantize_s"] == 5.4
     assert v4["memory"]["run_peak_bytes"] is None and "ru_maxrss" in v4["memory"]["note"]
     assert v4["import_s"] is None and v4["accuracy"]["ties"] is None and v4["accuracy"]["top1"] == 91.0
 
@@ -79,8 +80,20 @@ def test_schema_4_cells_get_the_wilson_interval_of_their_whole_test_set():
 
     v4 = {"schema_version": 4, "status": "ok", "accuracy": {"top1": 90.0, "n": 100}}
     v5 = migrate_cell(v4)
-    assert v5["schema_version"] == 5 and v5["accuracy"]["delta_vs_fp32"] is None
+    assert v5["schema_version"] == CELL_SCHEMA_VERSION and v5["accuracy"]["delta_vs_fp32"] is None
     assert v5["accuracy"]["top1_ci95"] == pytest.approx([82.5634, 94.4771], abs=1e-3)  # Wilson, 90 of 100
+
+
+def test_schema_5_cells_get_topk_from_their_top1_and_top5_and_no_counts():
+    from harness.results import migrate_cell
+
+    v5 = {"schema_version": 5, "status": "ok", "accuracy": {"top1": 91.5, "top5": 99.6, "n": 10},
+          "model_info": {"name": "resnet20"}}
+    v6 = migrate_cell(v5)
+    assert v6["schema_version"] == 6 and v6["accuracy"]["topk"] == {"1": 91.5, "5": 99.6}
+    assert v6["model_info"] == {"name": "resnet20", "params": None, "macs_per_image": None}
+    timing_only = migrate_cell({"schema_version": 5, "status": "ok", "accuracy": {"top1": None, "top5": None}})
+    assert timing_only["accuracy"]["topk"] is None
 
 
 def test_warm_up_lasts_until_calls_are_steady():
