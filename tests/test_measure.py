@@ -44,6 +44,18 @@ def test_evaluate_reports_tie_aware_accuracy_ties_and_the_range_a_tie_rule_could
     assert acc["top5"] == pytest.approx((1 + 1 + 0.5 + 4 / 9) / 4 * 100, abs=1e-4)
 
 
+def test_evaluate_reports_every_k_the_card_asks_for():
+    """accuracy.topk: the card's k (here 1 and 3) besides 1 and 5, each tie-aware; k above the class count is left
+    out (it would be 100% by definition)."""
+    scores = np.tile(np.arange(10, 0, -1, dtype=np.float32), (4, 1))  # class 0 highest, then 1, 2, ...
+    y = np.array([0, 2, 3, 9])  # ranks 1, 3, 4, 10
+    acc, _ = evaluate(lambda x: scores[x], np.arange(4), y, batch=4, n_classes=10, top_k=(1, 3))
+    assert acc["topk"] == {"1": 25.0, "3": 50.0}
+    assert acc["top1"] == 25.0 and acc["top5"] == 75.0
+    acc, _ = evaluate(lambda x: scores[x], np.arange(4), y, batch=4, n_classes=10, top_k=(4, 10, 11))
+    assert acc["topk"] == {"1": 25.0, "4": 75.0, "10": 100.0}
+
+
 def test_non_finite_outputs_fail_the_cell_counting_the_images():
     scores = np.ones((6, 10), np.float32)
     scores[[1, 4], 2] = np.nan

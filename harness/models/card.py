@@ -34,8 +34,11 @@ def _read(path: Path) -> tuple[dict, bytes]:
     return raw, data
 
 
-def load_card(path: Path) -> ModelSpec:
-    """The card as a ModelSpec; every error names the card, the key and what was expected (exit 2)."""
+def load_card(path: Path, check_model: bool = True) -> ModelSpec:
+    """The card as a ModelSpec; every error names the card, the key and what was expected (exit 2).
+    check_model: also parse the ONNX file and import the factory. The run does that once, before anything is
+    written; a worker passes False, so that its measuring processes import neither onnx nor the user's module
+    (which imports torch: 0.3-0.5 GB in an ONNX Runtime timing process that never uses it)."""
     path = path.resolve()
     raw, text = _read(path)
     where = str(path)
@@ -61,13 +64,15 @@ def load_card(path: Path) -> ModelSpec:
         card=where, card_sha256=hashlib.sha256(text).hexdigest(), code_files=(where,),
         top_k=_top_k(raw, num_classes, where), class_names=_class_names(raw, num_classes, where),
         license=_text(raw, "license", where), data=data)
-    if builder == "onnx":
+    if builder == "onnx" and check_model:
         from harness.models.onnx_file import check_file
 
         check_file(model_file, where)
     if builder.startswith("torch-checkpoint:"):
-        from harness.models.checkpoint import module_file
+        from harness.models.checkpoint import factory, module_file
 
+        if check_model:
+            factory(spec)  # importable, and a function: else a one-line error now, not a failed cell later
         spec = _replace(spec, code_files=(where, module_file(spec)))
     return spec
 

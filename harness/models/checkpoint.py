@@ -50,7 +50,13 @@ def build_torch(spec, weights: Path):
 
 
 def module_file(spec) -> str:
-    """The factory's source file (part of the model's definition: an edit re-exports)."""
+    """The factory's source file (part of the model's definition: an edit re-exports), found in the card's
+    folder without importing it; a module from elsewhere (an installed package) is imported to ask."""
+    module_name = spec.builder.partition(":")[2].partition(":")[0]
+    base = Path(spec.card).parent.joinpath(*module_name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return str(candidate)
     import inspect
 
     return inspect.getfile(factory(spec))

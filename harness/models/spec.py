@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.cifar10 import cache_dir
-from harness.data.download import fetch, file_digest, verify
+from harness.data.download import fetch, verify
 from harness.data.prep import Preprocess
 from harness.errors import UserError
 
@@ -107,7 +107,10 @@ def _card_file(spec: ModelSpec) -> Path:
     path = Path(spec.filename)
     if not path.is_file():
         raise UserError(f"{spec.card}: key 'path' = {spec.filename!r}: expected an existing file")
-    if spec.sha256 and file_digest(path) != spec.sha256:
-        raise UserError(f"{spec.card}: key 'sha256' = {spec.sha256!r}: expected the sha256 of {path} "
-                        f"({file_digest(path)})")
+    if spec.sha256:
+        try:
+            verify(path, spec.sha256)
+        except UserError as exc:
+            raise UserError(f"{spec.card}: key 'sha256' = {spec.sha256!r}: expected the sha256 of the model file "
+                            f"({exc})") from None
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.data import load_split
 from harness.data.prep import array_sha256
-from harness.prepare.common import cached, select, test_limit
+from harness.prepare.common import cached, calibration_record, select, test_limit
 
 
 def load(ctx) -> dict:
@@ -16,12 +16,8 @@ def load(ctx) -> dict:
     recipe = ctx.recipe
     idx = select(recipe, pool.labels)
     calib_images, test_images, test_labels = pool.images[idx], test.images[:limit], test.labels[:limit]
-    selection = {"train": recipe.calibration_selection, "index_file": f"index file {recipe.calibration_index_file}"}
-    calibration = {"size": int(len(idx)), "seed": recipe.calibration_seed,
-                   "sha256": array_sha256(calib_images, pool.labels[idx]),
-                   "selection": selection[recipe.calibration_source],
-                   "source": f"{pool.source} (training images, first 500 per class)",
-                   "method": recipe.method or "backend default"}
+    calibration = calibration_record(recipe, calib_images, pool.labels[idx],
+                                     f"{pool.source} (training images, first 500 per class)")
     test_info = {"size": int(limit), "sha256": array_sha256(test_images, test_labels), "source": test.source}
     return {"calibration": calibration, "test": test_info, "calib": calib_images, "test_images": test_images,
             "test_labels": test_labels, "pool": pool.images}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import calibration_indices
+from harness.data.prep import array_sha256
 from harness.errors import UserError
 from harness.recipe import Recipe
 
@@ -33,8 +34,9 @@ def cached(cache: Path, model: str, kind: str, key_parts: list, arrays) -> dict:
     return {path.stem: str(path) for path in sorted(folder.glob("*.npy"))}
 
 
-def select(recipe: Recipe, pool_labels: np.ndarray) -> np.ndarray:
-    """The recipe's calibration images, as indices into the pool."""
+def select(recipe: Recipe, pool_labels: np.ndarray,
+           pool: str = "the calibration pool of training images") -> np.ndarray:
+    """The recipe's calibration images, as indices into the pool (named in errors)."""
     n = len(pool_labels)
     if recipe.calibration_source == "index_file":
         idx = np.asarray(recipe.calibration_indices, np.int64)
@@ -43,11 +45,19 @@ def select(recipe: Recipe, pool_labels: np.ndarray) -> np.ndarray:
                             f"{n}-image calibration pool (expected 0..{n - 1})")
         return idx
     if recipe.calibration_size > n:
-        raise UserError(f"calibration size {recipe.calibration_size}: expected at most {n} "
-                        "(the calibration pool of training images)")
+        raise UserError(f"calibration size {recipe.calibration_size}: expected at most {n} ({pool}; set "
+                        "--calibration-size)")
     if recipe.calibration_selection == "first":
         return np.arange(recipe.calibration_size)
     return calibration_indices(pool_labels, recipe.calibration_size, recipe.calibration_seed)
+
+
+def calibration_record(recipe: Recipe, images: np.ndarray, labels: np.ndarray, source: str) -> dict:
+    """How run.json and every cell describe the calibration images `select` picked."""
+    selection = (recipe.calibration_selection if recipe.calibration_source == "train"
+                 else f"index file {recipe.calibration_index_file}")
+    return {"size": int(len(images)), "seed": recipe.calibration_seed, "sha256": array_sha256(images, labels),
+            "selection": selection, "source": source, "method": recipe.method or "backend default"}
 
 
 def test_limit(settings, n: int, what: str) -> int:

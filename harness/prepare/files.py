@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import imagenet
-from harness.data.prep import array_sha256
 from harness.errors import UserError
-from harness.prepare.common import cached, select, test_limit
+from harness.prepare.common import cached, calibration_record, select, test_limit
 
 
 def tensors(spec, ctx) -> dict:
@@ -26,19 +25,12 @@ def tensors(spec, ctx) -> dict:
                         f"test set ({d.test}); {len(shared)} images are in both (same content)")
     limit = test_limit(ctx.settings, len(test["labels"]), f"{d.test}")
     keep = imagenet.spread(len(test["labels"]), limit) if limit < len(test["labels"]) else np.arange(limit)
-    recipe = ctx.recipe
-    if recipe.calibration_source == "train" and recipe.calibration_size > len(pool["labels"]):
-        raise UserError(f"calibration size {recipe.calibration_size}: {d.calibration} has only "
-                        f"{len(pool['labels'])} images (set --calibration-size)")
-    idx = select(recipe, pool["labels"])
+    idx = select(ctx.recipe, pool["labels"], d.calibration)
     content = hashlib.sha256("".join(test["hashes"][i] for i in keep).encode()).hexdigest()
     test_info = {"size": int(len(keep)), "sha256": content, "source": f"{d.test} ({d.kind}, sha256 over the "
                  "images' content hashes)", "accuracy": "measured"}
     calib_raw = pool["images"](idx)
-    calibration = {"size": int(len(idx)), "seed": recipe.calibration_seed,
-                   "sha256": array_sha256(calib_raw, pool["labels"][idx]), "source": f"{d.calibration} ({d.kind})",
-                   "selection": recipe.calibration_selection if recipe.calibration_source == "train" else
-                   f"index file {recipe.calibration_index_file}", "method": recipe.method or "backend default"}
+    calibration = calibration_record(ctx.recipe, calib_raw, pool["labels"][idx], f"{d.calibration} ({d.kind})")
     crop = [spec.input_size, spec.resize_size, spec.interpolation]
     paths = cached(ctx.cache, spec.name, "test", crop + [content],
                    lambda: {"test_x": test["images"](keep), "test_y": test["labels"][keep]})
