@@ -12,17 +12,15 @@ if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
     os.environ["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
 
 
-# ONNX model cards reach the PyTorch backends through onnx2torch. Without its dependencies: it requires
-# torchvision, whose PyPI wheel for torch 2.13 is the CUDA build's and cannot be imported beside the CPU torch
-# (harness/models/onnx_file.py hands onnx2torch a stand-in for the two ops it would take from it).
-ONNX2TORCH = "onnx2torch==1.5.15"
+# onnx2torch (ONNX model cards into the PyTorch backends), installed without its dependencies: why in the file
+NO_DEPS = ("--no-deps", "-r", "targets/locks/no-deps.txt")
 
 
 @nox.session
 def tests(session):
     """Run the test suite (real data, real runtimes; GPU cells skipped with a reason)."""
     session.install("-e", ".[cpu,dev]")
-    session.install("--no-deps", ONNX2TORCH)
+    session.install(*NO_DEPS)
     session.run("pytest", "-ra", *session.posargs)
 
 
@@ -37,7 +35,7 @@ def lint(session):
 def bench(session):
     """Run the local matrix (resnet20, resnet56 x every CPU backend x every precision)."""
     session.install("-e", ".[cpu]")
-    session.install("--no-deps", ONNX2TORCH)
+    session.install(*NO_DEPS)
     session.run("python", "-m", "harness", "run", "--target", "local", *session.posargs)
 
 
@@ -59,7 +57,7 @@ def compare(session):
 def crosscheck(session):
     """Re-time a run's cells with each runtime's own benchmark tool: nox -s crosscheck -- RUN_DIR."""
     session.install("-e", ".[cpu]")
-    session.install("--no-deps", ONNX2TORCH)
+    session.install(*NO_DEPS)
     session.run("python", "-m", "harness", "crosscheck", *session.posargs)
 
 
@@ -67,7 +65,7 @@ def crosscheck(session):
 def sweep(session):
     """Calibration sweep: nox -s sweep -- --models resnet20 --calibration-size 10,100,1000,5000."""
     session.install("-e", ".[cpu]")
-    session.install("--no-deps", ONNX2TORCH)
+    session.install(*NO_DEPS)
     session.run("python", "-m", "harness", "sweep", "--target", "local", *session.posargs)
 
 
@@ -75,7 +73,7 @@ def sweep(session):
 def reproduce(session):
     """Re-run a results folder in its recorded environment and compare: nox -s reproduce -- RUN_DIR."""
     session.install("-e", ".[cpu]")  # a run recorded without an image re-runs on this machine
-    session.install("--no-deps", ONNX2TORCH)
+    session.install(*NO_DEPS)
     session.run("python", "-m", "harness", "reproduce", *session.posargs)
 
 

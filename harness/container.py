@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.config import REPO_ROOT, Target
+from harness.container_cards import card_copies
 from harness.errors import UserError
 
 CONTEXT_ITEMS = ("pyproject.toml", "harness", "targets", "templates", "images")
@@ -129,6 +130,7 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
         image: str | None = None) -> Path:
     """Build (or reuse) the image (or use `image` as given), run `harness run` in it with --network none,
     copy the run back."""
+    harness_args, cards = card_copies(harness_args)
     tag = image or build(target, say)
     require_gpu(target)
     image_id = docker(target, "image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
@@ -145,6 +147,8 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
            "--out", inner, *harness_args)
     try:
         docker(target, "cp", f"{data_dir}/.", f"{name}:/data")  # root-owned: read-only for the harness user
+        for folder, inner_folder in cards:
+            docker(target, "cp", f"{folder}/.", f"{name}:{inner_folder}")
         code = docker(target, "start", "-a", name, capture=False, check=False).returncode
         dest = results / target.name
         dest.mkdir(parents=True, exist_ok=True)

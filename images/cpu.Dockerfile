@@ -20,7 +20,8 @@ COPY targets/locks /src/targets/locks
 COPY images /src/images
 # Every version comes from the target's lock; pip settings arrive as BuildKit secrets (see pip-install.sh).
 RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert --mount=type=bind,source=wheelhouse,target=/wheels \
-    sh /src/images/with-pip-settings.sh pip install --quiet -r /src/${LOCK}
+    sh /src/images/with-pip-settings.sh pip install --quiet -r /src/${LOCK} && \
+    sh /src/images/with-pip-settings.sh pip install --quiet --no-deps -r /src/targets/locks/no-deps.txt
 # Backends that need their own environment, pinned by their own lock (prebuilt: no network at run time).
 ENV PTQ_HARNESS_ENVS=/opt/envs
 COPY pyproject.toml README.md /src/

@@ -16,7 +16,8 @@ COPY targets/locks /src/targets/locks
 COPY images /src/images
 # No wheelhouse here: `torch==2.13.0` would also match a local "+cpu" wheel, and this image needs PyPI's CUDA one.
 RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert \
-    sh /src/images/with-pip-settings.sh pip install --quiet -r /src/${LOCK}
+    sh /src/images/with-pip-settings.sh pip install --quiet -r /src/${LOCK} && \
+    sh /src/images/with-pip-settings.sh pip install --quiet --no-deps -r /src/targets/locks/no-deps.txt
 RUN --mount=type=secret,id=pipenv --mount=type=secret,id=pipcert \
     TENSORRT_INDEX_URL=$(sed -n 's/^TENSORRT_INDEX_URL=//p' /run/secrets/pipenv 2>/dev/null); \
     if [ -n "${TENSORRT_INDEX_URL}" ]; then \

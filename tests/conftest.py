@@ -191,3 +191,21 @@ def run1(data_dir, shared_cache, env_unavailable, tmp_path_factory):
                    "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def compiled_run(data_dir, shared_cache, tmp_path_factory):
+    """torch-inductor's fp32, int8 and uint8 cells through `harness run`, FAST (test_e2e, test_backends)."""
+    out = tmp_path_factory.mktemp("e2e") / "compiled"
+    proc = run_cli("run", "--models", "resnet20", "--backends", "torch-inductor", "--precisions", "fp32,int8,uint8",
+                   "--data-dir", str(data_dir), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def run_cells(*outs) -> dict:
+    """(backend, precision) -> cell of the runs' resnet20 cells."""
+    import json
+
+    return {(c["backend"], c["precision"]): c for out in outs
+            for c in (json.loads(p.read_text()) for p in (out / "cells").glob("resnet20__*.json"))}

@@ -192,3 +192,58 @@ def test_a_model_the_zoo_does_not_have(data_dir, tmp_path):
         assert (info["params"], info["macs_per_image"]) == (RESNET18_PARAMS, RESNET18_MACS)
         topk = c["accuracy"]["topk"]
         assert set(topk) == {"1", "3"} and topk["1"] <= topk["3"] <= 100
+
+
+IMAGENET_VAL_CARD = """schema_version = 1
+name = "mine-1k"
+source = "onnx"
+path = "m.onnx"
+num_classes = NUM
+[input]
+shape = [3, 32, 32]
+[preprocess]
+resize = 36
+[dataset]
+kind = "imagenet-val"
+test = "val"
+calibration = "calib"
+"""
+
+
+def test_an_imagenet_val_card_labels_by_wordnet_rank_and_keeps_calibration_apart(tmp_path):
+    """A card on ILSVRC2012-layout folders: labels are the WordNet ids' ranks (torchvision's class index), the
+    test tensor is the centre crops of the files in that order, calibration is drawn from its own folder only,
+    and a calibration image that is also a test image (same content, another name) is refused."""
+    from harness.config import RunSettings
+    from harness.data import imagenet
+    from harness.errors import UserError
+    from harness.models.card import load_card
+    from harness.prepare import Context
+    from harness.prepare.files import tensors
+    from harness.recipe import Recipe
+    from tests.test_imagenet import WNIDS, val_folder
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 48, 3), np.uint8) for _ in range(7)]
+    val_folder(tmp_path / "val", {3: images[:2], 999: images[2:3]})
+    val_folder(tmp_path / "calib", {3: images[3:5], 500: images[5:7]})
+    (tmp_path / "m.onnx").write_bytes(b"not read here: the model is not run")
+    card = tmp_path / "card.toml"
+    card.write_text(IMAGENET_VAL_CARD.replace("NUM", "10"))
+    with pytest.raises(UserError, match=r"card.toml: key 'num_classes' = 10: expected 1000 for dataset kind "
+                                        r"imagenet-val"):
+        load_card(card, check_model=False)
+    card.write_text(IMAGENET_VAL_CARD.replace("NUM", "1000"))
+    spec = load_card(card, check_model=False)
+    ctx = Context(tmp_path, False, RunSettings(), Recipe(calibration_size=4), tmp_path / "cache")
+    t = tensors(spec, ctx)
+    assert np.load(t["test_y"]).tolist() == [3, 3, 999] and t["test"]["size"] == 3
+    files = imagenet.val_files(tmp_path / "val")[0]
+    assert np.array_equal(np.load(t["test_x"]), imagenet.load_files(files, 36, 32, "bilinear"))
+    assert t["calibration"]["size"] == 4 and str(tmp_path / "calib") in t["calibration"]["source"]
+    calib = imagenet.load_files(imagenet.val_files(tmp_path / "calib")[0], 36, 32, "bilinear")
+    assert np.allclose(np.load(t["calib_x"]), spec.preprocess.apply(calib))
+    shutil.copy(files[2], tmp_path / "calib" / WNIDS[999] / "renamed.png")
+    with pytest.raises(UserError, match=r"'dataset.calibration' = .*expected no image of the test set .*1 images "
+                                        r"are in both"):
+        tensors(spec, ctx)

@@ -25,15 +25,11 @@ def _cells(out):
             (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
 
 
-def test_compiled_pytorch_through_the_worker(run1, data_dir, tmp_path):
+def test_compiled_pytorch_through_the_worker(run1, compiled_run):
     """torch-inductor's cells as `harness run` makes them: fp32 top-1 identical to the other runtimes', int8 close,
     uint8 refused with its reason; each timed shape compiled in its own process (load_s, compile_s), the int8
     convolutions on oneDNN int8 kernels, nothing running beside the timing loop, no first-shape effect."""
-    out = tmp_path / "compiled"
-    proc = run_cli("run", "--models", "resnet20", "--backends", "torch-inductor", "--precisions", "fp32,int8,uint8",
-                   "--data-dir", str(data_dir), "--out", str(out), *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    cells, ref = _cells(out), _cells(run1)[("onnxruntime", "fp32")]
+    cells, ref = _cells(compiled_run), _cells(run1)[("onnxruntime", "fp32")]
     assert cells[("torch-inductor", "uint8")]["status"] == "unsupported"
     assert "U8S8" in cells[("torch-inductor", "uint8")]["reason"]
     fp32, int8 = cells[("torch-inductor", "fp32")], cells[("torch-inductor", "int8")]

@@ -15,6 +15,13 @@ def n_images(model: str) -> int:
     return 8 if ZOO[model].dataset == "imagenet" else 1000
 
 
+# Parity is a property of the ops a model is made of and how a converter maps them. These add no op, layout or
+# block type to resnet20 and resnet56, checked here (2.3 of this file's 8 minutes); the acceptance runs compare
+# every zoo model's fp32 top-1 across runtimes on the whole test set.
+SAME_LAYERS = {m: f"{m}: the same blocks as resnet20 and resnet56 (checked here), at another depth"
+               for m in ("resnet32", "resnet44")}
+
+
 @pytest.fixture(scope="module")
 def reference(data_dir, test_split, shared_cache, tmp_path_factory):
     """torch fp32 scores per model, computed once."""
@@ -34,6 +41,8 @@ def reference(data_dir, test_split, shared_cache, tmp_path_factory):
 @pytest.mark.parametrize("model", list(ZOO))
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
 def test_fp32_logits_match_torch(backend, model, reference, tmp_path):
+    if model in SAME_LAYERS:
+        pytest.skip(SAME_LAYERS[model])
     if backend == "torch-inductor" and ZOO[model].dataset == "imagenet":
         pytest.skip("compiling an ImageNet-shaped model takes 30-60 s: torch-inductor's fp32 parity is checked on "
                     "the CIFAR models here and on every model in the acceptance runs (results/local/)")

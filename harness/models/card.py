@@ -57,6 +57,8 @@ def load_card(path: Path, check_model: bool = True) -> ModelSpec:
     size, layout = _input(raw.get("input"), where)
     pre, resize, interpolation = _preprocess(raw.get("preprocess", {}), layout, where)
     data = _dataset(raw.get("dataset"), path.parent, where, size)
+    expect(data.kind != "imagenet-val" or num_classes == 1000, where, "num_classes", num_classes,
+           "1000 for dataset kind imagenet-val (its labels are the ranks of ILSVRC2012's 1000 WordNet ids)")
     spec = ModelSpec(
         name=name, builder=builder, subdir="", filename=str(model_file), sha256=sha, url=_text(raw, "url", where),
         published_top1=_top1(raw, where), published_note=f"model card {path.name}", preprocess=pre,

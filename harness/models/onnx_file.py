@@ -55,11 +55,16 @@ def check_file(path: Path, where: str):
 def build_torch(spec, weights: Path):
     """The module onnx2torch makes of the file (an fx.GraphModule of torch ops), its constant-parameter ops made
     static so that FX and torch.export can trace it (see onnx_freeze), in eval mode."""
+    import onnx
+
     from harness.backends.base import Unsupported
 
     onnx2torch = _import_onnx2torch()
+    # Given a path, onnx2torch writes its shape-inferred copy next to the file: a card's folder may be read-only
+    # (it is in a container run, where it is root-owned). Given the loaded model it infers in memory.
+    model = onnx.load(str(weights))
     try:
-        module = onnx2torch.convert(str(weights))
+        module = onnx2torch.convert(model)
     except NotImplementedError as exc:  # onnx2torch's way of saying it has no converter for an op
         raise Unsupported(f"onnx2torch cannot convert {Path(weights).name}: {exc}") from None
     from harness.models.onnx_freeze import freeze
