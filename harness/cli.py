@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import crosscheck
 from harness.config import PRECISIONS, load_target
+from harness.container_cards import take_option
 from harness.errors import UserError
 from harness.recipe import METHODS, SELECTIONS
 
@@ -174,16 +175,10 @@ def _container_targets(name: str | None):
 
 def _split_data_dir(args: list[str]) -> tuple[str | None, list[str]]:
     """Take --data-dir out of the pass-through args: the host folder is copied in and the harness gets /data."""
-    rest, data, it = [], None, iter(a for a in args if a != "--")
-    for a in it:
-        if a == "--data-dir":
-            data = next(it, None)
-        elif a.startswith("--data-dir="):
-            data = a.split("=", 1)[1]
-        elif a == "--out" or a.startswith("--out="):
-            raise UserError("--out: a container run always writes results/<target>/<run id> (see --results)")
-        else:
-            rest.append(a)
+    args = [a for a in args if a != "--"]
+    if any(a == "--out" or a.startswith("--out=") for a in args):
+        raise UserError("--out: a container run always writes results/<target>/<run id> (see --results)")
+    data, rest, _ = take_option(args, "--data-dir")
     return data, rest
 
 

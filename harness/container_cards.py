@@ -9,26 +9,33 @@ from pathlib import Path
 from harness.errors import UserError
 
 
+def take_option(args: list[str], name: str) -> tuple[str | None, list[str], int]:
+    """(the value of `name`, given as `name VALUE` or `name=VALUE`, the last one winning; the other args; the
+    position in them where it stood)."""
+    rest, value, at, it = [], None, 0, iter(args)
+    for a in it:
+        if a == name or a.startswith(name + "="):
+            value, at = (next(it, None) if a == name else a.split("=", 1)[1]), len(rest)
+        else:
+            rest.append(a)
+    return value, rest, at
+
+
 def card_copies(harness_args: list[str]) -> tuple[list[str], list[tuple[Path, str]]]:
     """(harness args with each card path of --models rewritten, [(host folder, container folder), ...])."""
-    args = list(harness_args)
-    for i, arg in enumerate(args):
-        if arg == "--models" and i + 1 < len(args):
-            at, value = i + 1, args[i + 1]
-        elif arg.startswith("--models="):
-            at, value = i, arg.split("=", 1)[1]
-        else:
-            continue
-        refs, copies = [], []
-        for ref in value.split(","):
-            if ref.strip().endswith(".toml"):
-                folder = f"/card-{len(copies)}"  # at the root: docker cp makes only the last folder
-                copies.append((_folder_of(Path(ref.strip())), folder))
-                ref = f"{folder}/{Path(ref.strip()).name}"
-            refs.append(ref)
-        args[at] = ",".join(refs) if at != i else f"--models={','.join(refs)}"
-        return args, copies
-    return args, []
+    value, rest, at = take_option(harness_args, "--models")
+    refs, copies = [], []
+    for ref in (value or "").split(","):
+        if ref.strip().endswith(".toml"):
+            card = Path(ref.strip())
+            folder = f"/card-{len(copies)}"  # at the root: docker cp makes only the last folder
+            copies.append((_folder_of(card), folder))
+            ref = f"{folder}/{card.name}"
+        refs.append(ref)
+    if not copies:
+        return list(harness_args), []
+    rest[at:at] = ["--models", ",".join(refs)]
+    return rest, copies
 
 
 def _folder_of(card: Path) -> Path:
