@@ -36,7 +36,8 @@ def bench(session):
     """Run the local matrix (resnet20, resnet56 x every CPU backend x every precision)."""
     session.install("-e", ".[cpu]")
     session.install(*NO_DEPS)
-    session.run("python", "-m", "harness", "run", "--target", "local", *session.posargs)
+    # --profile: per-op profiles and diagnoses, after every timed figure (--no-profile in posargs turns it off)
+    session.run("python", "-m", "harness", "run", "--target", "local", "--profile", *session.posargs)
 
 
 @nox.session
@@ -87,7 +88,8 @@ def images(session):
 def _bench_target(name):
     def bench_target(session):
         session.install("-e", ".")
-        session.run("python", "-m", "harness", "container", "run", "--target", name, "--", *session.posargs)
+        session.run("python", "-m", "harness", "container", "run", "--target", name, "--", "--profile",
+                    *session.posargs)
 
     bench_target.__doc__ = f"Build the {name} image (cached) and run the {name} matrix inside it."
     return bench_target

@@ -54,6 +54,10 @@ def _matrix_args(p) -> None:
                    "the whole test set, for publishing)")
     p.add_argument("--repeat", type=int, help="time each cell N times, each in a fresh process; cells then "
                    "carry a run-to-run 95%% interval (default 1)")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-op profile of each cell from its runtime's own profiler, in a process after the timed "
+                   "figures, and a diagnosis of every quantized cell not faster than fp32 (default: off; on in "
+                   "nox -s bench)")
 
 
 def recipe_flags(p) -> None:
@@ -100,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
     rp.add_argument("--strict", action="store_true", help="refuse two results for one cell (for publishing); "
                     "by default the newest run's is shown and the older ones are listed as superseded")
+    rp.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                    help="top-1 points a Recommendation pick may lose against its fp32 cell when the loss is "
+                    "significant (default 0.5)")
     rp.add_argument("--latest", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     return parser
 
@@ -235,9 +242,13 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from harness.advice import MAX_DROP
     from harness.report import render
 
-    md, html = render([Path(d) for d in args.dirs], Path(args.out), strict=args.strict)
+    if args.max_drop is not None and not args.max_drop >= 0:
+        raise UserError(f"--max-drop {args.max_drop}: expected top-1 points >= 0")
+    md, html = render([Path(d) for d in args.dirs], Path(args.out), strict=args.strict,
+                      max_drop=MAX_DROP if args.max_drop is None else args.max_drop)
     print(f"wrote {md} and {html}")
     return 0
 

@@ -42,6 +42,8 @@ class RunSettings:
     # seconds the accuracy pass may take, estimated from the measured throughput; over it, a seeded
     # class-stratified subset is evaluated instead and the cell says so (0 = always the whole test set)
     accuracy_budget_s: float = 120.0
+    # per-op profiles (harness/profiles) and the diagnosis of slow quantized cells, in a process after timing
+    profile: bool = False
 
     def resolved_threads(self) -> int:
         return self.threads or len(os.sched_getaffinity(0))
@@ -49,7 +51,7 @@ class RunSettings:
 
 _SETTING_TYPES = {
     "threads": int, "batch_sizes": list, "warmup": int, "warmup_s": float, "min_duration_s": float, "min_count": int,
-    "timeout_s": float, "test_limit": int, "repeat": int, "accuracy_budget_s": float,
+    "timeout_s": float, "test_limit": int, "repeat": int, "accuracy_budget_s": float, "profile": bool,
 }
 ZERO_ALLOWED = {"accuracy_budget_s"}  # floats where 0 means "off"
 
@@ -88,6 +90,8 @@ def parse_settings(raw: dict, where: str, base: RunSettings | None = None) -> Ru
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
             _expect(bool(ok), where, f"run.{key}", value, "a non-empty list of positive integers")
             value = tuple(value)
+        elif kind is bool:
+            _expect(isinstance(value, bool), where, f"run.{key}", value, "true or false")
         elif kind is float:
             zero = key in ZERO_ALLOWED
             _expect(isinstance(value, int | float) and not isinstance(value, bool)

@@ -12,7 +12,8 @@ from pathlib import Path
 import harness
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "avx_ne_convert")
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+             "avx_ne_convert")
 PACKAGES = ("numpy", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorflow", "tensorflow-cpu", "keras",
             "ai-edge-litert", "torchao", "litert-torch", "ai-edge-quantizer",
             "intel-extension-for-pytorch", "tensorrt", "onnxruntime-gpu")

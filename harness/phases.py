@@ -1,5 +1,5 @@
 """A cell's measurements, each in a fresh process that loads the artifact from disk:
-`python -m harness.phases accuracy|timing JOB.json ARTIFACT.json OUT.json [SUBSET_JSON | FDS]`.
+`python -m harness.phases accuracy|timing|profile JOB.json ARTIFACT.json OUT.json [SUBSET_JSON | FDS]`.
 
 - accuracy: one instance (dynamic shape) over the whole test set, or over a seeded class-stratified subset
   when the worker's time budget says so; predictions saved; the backend's inspect() (e.g. ORT's placement
@@ -8,6 +8,8 @@
   each static where the runtime has static shapes. Its memory figure is this process's high-water mark
   (load + inference), nothing of the build or of the runner. Under a worker, the --repeat N timing processes
   take turns in short blocks (harness/baton.py), so the host's slow phases fall on all of them alike.
+- profile (--profile): per-op profiles from the runtime's own profiler, last, after every timed figure
+  (harness/profiles).
 """
 
 from __future__ import annotations
@@ -236,8 +238,13 @@ def main(argv: list[str]) -> int:
     backend = get_backend(job["backend"], job["device"], job["variant"])
     try:
         artifact = load_artifact(job, Path(meta))
-        result = (accuracy(job, backend, artifact, json.loads(extra[0]) if extra else None) if mode == "accuracy"
-                  else timing(job, backend, artifact, Turns(extra[0] if extra else None)))
+        if mode == "profile":
+            from harness.profiles import phase as profile_phase
+
+            result = profile_phase(job, backend, artifact)
+        else:
+            result = (accuracy(job, backend, artifact, json.loads(extra[0]) if extra else None)
+                      if mode == "accuracy" else timing(job, backend, artifact, Turns(extra[0] if extra else None)))
     except Unsupported as exc:
         result = {"unsupported": str(exc)}
     except measure.NonFinite as exc:

@@ -97,3 +97,38 @@ def calibration_sweep(cells: list[dict], title: str, path: Path) -> Path:
     ax.legend(fontsize=6)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def _by_op(cell: dict, batch: str) -> dict[str, float]:
+    """ms a call by op type from a cell's profile; ops past the profile's top 15 as "(rest)"."""
+    prof = cell["profile"]["batches"][batch]
+    ops: dict[str, float] = {}
+    for o in prof["ops"]:
+        ops[o["op_type"]] = ops.get(o["op_type"], 0.0) + (o["ms"] or 0.0)
+    ops["(rest)"] = max(prof["total_ms"] - sum(ops.values()), 0.0)
+    return ops
+
+
+def op_time_bars(pairs: list[tuple[dict, dict, str]], title: str, path: Path) -> Path:
+    """One panel per diagnosed cell: its fp32 cell's and its own per-op profile at the batch where it gained
+    least, stacked by op type (ms a call; the 7 op types that take most time across the pair, the rest together)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(7, 1.5 * len(pairs) + 0.6), squeeze=False)
+    for ax, (ref, cell, batch) in zip(axes[:, 0], pairs, strict=True):
+        stacks = [_by_op(ref, batch), _by_op(cell, batch)]
+        totals = {k: stacks[0].get(k, 0.0) + stacks[1].get(k, 0.0) for k in {*stacks[0], *stacks[1]} - {"(rest)"}}
+        keep = sorted(totals, key=lambda k: (-totals[k], k))[:7]
+        for i, ops in enumerate(stacks):
+            left = 0.0
+            for j, k in enumerate([*keep, "(rest)"]):
+                v = sum(v for n, v in ops.items() if n not in keep) if k == "(rest)" else ops.get(k, 0.0)
+                ax.barh(i, v, left=left, color="lightgray" if k == "(rest)" else plt.cm.tab10(j),
+                        label=k if i == 0 else None)
+                left += v
+        ax.set_yticks([0, 1], [f"{_label(ref)}", f"{_label(cell)}"], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"ms a call at batch {batch}, by op type", fontsize=7)
+        ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[0, 0].set_title(f"{title}: where the time goes (per-op profiles)")
+    fig.tight_layout()
+    return _save(fig, path)

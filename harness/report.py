@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness import plots, tables
+from harness import advice, plots, tables
+from harness.diagnosis import speedups
 from harness.errors import UserError
 from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
 
@@ -72,8 +73,10 @@ def recipe_group(cell: dict) -> str:
     return (cell.get("recipe") or {}).get("name", "default").removesuffix(" / sweep")
 
 
-def section(target: str, model: str, cells: list[dict], out: Path, group: str = "default") -> dict:
-    """One target x model: the matrix tables and plots, plus the calibration sweep when there is one."""
+def section(target: str, model: str, cells: list[dict], out: Path, group: str = "default",
+            max_drop: float = advice.MAX_DROP) -> dict:
+    """One target x model: the Recommendation, the matrix tables and plots, the calibration sweep when there is
+    one, and "Why is it slower?" when a cell has a diagnosis."""
     here = [c for c in cells if not tables.is_sweep(c)]
     swept = [c for c in cells if tables.is_sweep(c)]
     suffix = () if group == "default" else (group,)
@@ -86,22 +89,41 @@ def section(target: str, model: str, cells: list[dict], out: Path, group: str = 
         tabs = [tables.matrix(here, m) for m in tables.METRICS] + [tables.comparison(here)]
         if any(c["status"] == "ok" and c["accuracy"].get("per_class") for c in here):  # CIFAR-10's 10 classes
             tabs.append(tables.per_class(here))
+    why = advice.slower(here)
+    pairs = _profile_pairs(here)
+    if pairs:
+        figs.append(("Where the time goes: fp32 vs each diagnosed cell",
+                     plots.op_time_bars(pairs, name, Path(f"{stem}-ops.svg"))))
     if swept:
         figs.append(("Top-1 vs calibration size",
                      plots.calibration_sweep(swept, name, Path(f"{stem}-calibration.svg"))))
         tabs.append(tables.sweep(swept))
     return {"target": target, "model": model, "recipe": "" if group == "default" else group,
             "anchor": slug(target, model, *suffix), "tables": tabs, "summary": tables.model_summary(cells),
+            "recommendation": advice.recommendation(here, max_drop) if here else None, "slower": why,
             "plots": [{"title": t, "file": p.relative_to(out).as_posix(), "svg": _inline(p)} for t, p in figs]}
 
 
-def build(runs: list[dict], cells: list[dict], out: Path) -> dict:
+def _profile_pairs(cells: list[dict]) -> list[tuple[dict, dict, str]]:
+    """(fp32 cell, diagnosed cell, batch) where both have timed profiles at the batch the cell gained least."""
+    out = []
+    for c in cells:
+        ref = tables.fp32_of(cells, c) if c["status"] == "ok" and c.get("diagnosis") else None
+        gains = speedups(c, ref) if ref else {}
+        batch = min(gains, key=gains.get) if gains else None
+        if batch and all(((x.get("profile") or {}).get("batches") or {}).get(batch, {}).get("total_ms")
+                         for x in (ref, c)):
+            out.append((ref, c, batch))
+    return out
+
+
+def build(runs: list[dict], cells: list[dict], out: Path, max_drop: float = advice.MAX_DROP) -> dict:
     """The template context: sections per target and model, each with tables and plot files."""
     targets = sorted({c["target"] for c in cells})
     keys = sorted({(c["target"], c["model"], recipe_group(c)) for c in cells},
                   key=lambda k: (k[0], k[1], k[2] != "default", k[2]))  # the default recipe first
-    sections = [section(t, m, [c for c in cells if (c["target"], c["model"], recipe_group(c)) == (t, m, g)], out, g)
-                for t, m, g in keys]
+    sections = [section(t, m, [c for c in cells if (c["target"], c["model"], recipe_group(c)) == (t, m, g)], out, g,
+                        max_drop) for t, m, g in keys]
     plain = [c for c in cells if recipe_group(c) == "default" and not tables.is_sweep(c)]
     return {"sections": sections, "cross_target": tables.cross_target(plain, targets),
             "environments": [tables.environment(r) for r in runs if any(c["_path"].startswith(r["_dir"])
@@ -115,12 +137,12 @@ def _inline(path: Path) -> str:
     return svg[svg.index("<svg"):]
 
 
-def render(dirs: list[Path], out: Path, strict: bool = False) -> tuple[Path, Path]:
+def render(dirs: list[Path], out: Path, strict: bool = False, max_drop: float = advice.MAX_DROP) -> tuple[Path, Path]:
     import jinja2
 
     runs = load_runs(dirs)
     cells, superseded = merge(runs, strict)
-    context = {**build(runs, cells, out), "superseded": superseded}
+    context = {**build(runs, cells, out, max_drop), "superseded": superseded}
     loader = jinja2.FileSystemLoader(str(TEMPLATES))
     md_env = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
                                 trim_blocks=True, lstrip_blocks=True)

@@ -17,7 +17,9 @@ from harness.recipe import Recipe
 #     accuracy (`accuracy.ties`, `top1_range`), `agree_ref`, p90/p99 null below 10/100 samples.
 # 5 = timing before accuracy; accuracy.top1_ci95 (Wilson), accuracy.delta_vs_fp32 (McNemar), accuracy.subset
 #     (a time-budgeted pass); `crosscheck/<cell>.json` files beside the cells (harness crosscheck).
-CELL_SCHEMA_VERSION = 6
+# 6 = accuracy.topk, model_info.params / macs_per_image (model cards).
+# 7 = `profile` (per-op, harness run --profile) and `diagnosis` (why a quantized cell is not faster than fp32).
+CELL_SCHEMA_VERSION = 7
 RUN_SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "timeout")
 # Fields a cell copies verbatim from its job (one list, used by the worker and the runner alike).
@@ -60,6 +62,8 @@ class CellResult:
     versions: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
     duration_s: float | None = None
+    profile: dict | None = None  # {batches: {"1": {total_ms, ops, shares, ...}, ...}} or {unavailable}; --profile
+    diagnosis: list | None = None  # [{rule, evidence, advice}]; [] = not slower; null = not profiled / fp32
     schema_version: int = CELL_SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -154,7 +158,12 @@ def _v5_to_v6(cell: dict) -> dict:
     return {**cell, "accuracy": acc, "model_info": info, "schema_version": 6}
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+def _v6_to_v7(cell: dict) -> dict:
+    """Schema 6 had no per-op profiles, so nothing to diagnose from."""
+    return {**cell, "profile": None, "diagnosis": None, "schema_version": 7}
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def migrate_cell(cell: dict) -> dict:

@@ -19,7 +19,7 @@ SETTING_FLAGS = {  # CLI flag -> RunSettings field
     "threads": "threads", "batch_sizes": "batch_sizes", "warmup": "warmup", "warmup_duration": "warmup_s",
     "min_duration": "min_duration_s",
     "min_count": "min_count", "timeout": "timeout_s", "test_limit": "test_limit", "repeat": "repeat",
-    "accuracy_budget": "accuracy_budget_s",
+    "accuracy_budget": "accuracy_budget_s", "profile": "profile",
 }
 
 

@@ -137,6 +137,15 @@ def open_run(cfg: RunConfig, arms: list[Arm]) -> dict:
     return manifest
 
 
+def artifacts_dir(cfg: RunConfig) -> Path:
+    """The run's artifacts in the cache, named by the run folder's name AND its path: two runs whose folders
+    share a name (two `--out run` in different places) once shared one folder and rebuilt over each other."""
+    import hashlib
+
+    where = hashlib.sha256(str(cfg.out_dir.resolve()).encode()).hexdigest()[:8]
+    return cfg.cache / "artifacts" / f"{cfg.out_dir.name}-{where}"
+
+
 def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str, variant: str) -> dict:
     prep = arm.prep
     cells = cfg.out_dir / "cells"
@@ -155,7 +164,7 @@ def make_job(cfg: RunConfig, arm: Arm, model: str, backend: str, precision: str,
         "may_download": cfg.may_download,
         "overwrite": cfg.force, "parent_pid": os.getpid(), "device": cfg.target.device, "agree_ref": ref,
         "paths": {"test_x": t["test_x"], "test_y": t["test_y"], "calib_x": t["calib_x"], "weights": t.get("weights"),
-                  "workdir": str(cfg.cache / "artifacts" / cfg.out_dir.name / stem),
+                  "workdir": str(artifacts_dir(cfg) / stem),
                   "cell": str(cells / f"{stem}.json"), "pred": str(cells / f"{stem}.pred.npz")},
     }
 

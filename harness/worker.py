@@ -147,10 +147,33 @@ def measure_cell(job: dict, backend) -> dict:
                                                                      for t in timings])}}
     if first.get("device_latency_ms"):
         fields["device_latency_ms"] = first["device_latency_ms"]
+    if job["settings"].get("profile"):  # last: after every timed and accuracy figure, in a process of its own
+        fields["profile"] = profile_of(job, meta)
+        fields["diagnosis"] = diagnosis_of(job, fields)
     if len(timings) > 1:
         fields["repeats"] = [repeat_summary(t, fields["size_bytes"]) for t in timings]
         fields["latency_interval"] = measure.repeat_interval([r["latency_p50_ms"] for r in fields["repeats"]])
     return fields
+
+
+def profile_of(job: dict, meta: Path) -> dict:
+    """The per-op profile, or why there is none: a profiler failing never fails the cell it describes."""
+    try:
+        return spawn_phase("profile", job, meta)["profile"]
+    except (Unsupported, PhaseFailed, RuntimeError) as exc:
+        return {"unavailable": str(exc)}
+
+
+def diagnosis_of(job: dict, fields: dict) -> list | None:
+    """harness.diagnosis against this backend's fp32 cell of the run (written before this one, when it ran)."""
+    from harness import diagnosis, envinfo
+
+    ref = None
+    if job["agree_ref"]:
+        path = Path(job["paths"]["cell"]).with_name(f"{job['agree_ref']}.json")
+        ref = json.loads(path.read_text()) if path.is_file() else None
+    return diagnosis.diagnose({**fields, "precision": job["precision"], "backend": job["backend"]}, ref,
+                              envinfo.cpu_info()["isa"])
 
 
 def accuracy_plan(job: dict, throughput: list[dict]) -> dict | None:

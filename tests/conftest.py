@@ -209,3 +209,37 @@ def run_cells(*outs) -> dict:
 
     return {(c["backend"], c["precision"]): c for out in outs
             for c in (json.loads(p.read_text()) for p in (out / "cells").glob("resnet20__*.json"))}
+
+
+def backend_python(backend: str):
+    """The interpreter `harness run` uses for a backend (IPEX: its own environment) and its env vars."""
+    import sys
+
+    from harness import envs
+
+    env = load_target("local").environment_of(backend)
+    if env is None:
+        return sys.executable, {}
+    python = envs.ensure(env, Path(os.environ["PTQ_HARNESS_CACHE"]))
+    return str(python), {"PYTHONNOUSERSITE": "1", "PYTHONPATH": envs.pythonpath(python)}
+
+
+def run_artifact(cells: dict, backend: str, precision: str, env_unavailable: dict) -> Path:
+    """The artifact.json `harness run` left beside the cell's built artifact; skips with the cell's reason."""
+    from harness.backends import get_backend
+    from harness.models import ZOO
+
+    reason = get_backend(backend).why_not(precision, "cpu", ZOO["resnet20"])
+    if reason:
+        pytest.skip(f"{backend} {precision}: {reason}")
+    if backend in env_unavailable:
+        pytest.skip(f"{backend}: its environment cannot be installed here: {env_unavailable[backend]}")
+    cell = cells.get((backend, precision))
+    if cell is None:
+        pytest.skip(f"{backend} {precision}: no run of this session makes it (run1 and compiled_run)")
+    if cell["status"] == "unsupported":
+        pytest.skip(f"{backend} {precision}: {cell['reason']}")
+    assert cell["status"] == "ok", f"{backend} {precision}: {cell['reason']}"
+    meta = Path(cell["details"]["artifact"]).parent / "artifact.json"
+    assert meta.is_file(), f"{backend} {precision}: no {meta}"
+    return meta

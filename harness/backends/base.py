@@ -136,6 +136,11 @@ class Backend:
     def build(self, src, precision: str, workdir: Path) -> Artifact:  # pragma: no cover - protocol
         raise NotImplementedError
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x, workdir: Path):
+        """Per-op records of `batch`-sized calls from the runtime's own profiler (harness.profiles.Profiled), on
+        an instance of its own: never the timed one."""
+        raise Unsupported(f"{self.NAME} has no per-op profiler wired into the harness")
+
     def why_not(self, precision: str, device: str, spec=None) -> str | None:
         """None if the cell can be tried here, else why not: the device first (no GPU here), then not
         installed, then the precision, then (given a zoo model's spec) the model."""

@@ -37,14 +37,19 @@ class InductorBackend(Backend):
                  "int8 cell); it has no signed-activation config to compare",
     }
     OPTIONS = {"reduce_range": (bool, "7-bit activations; default: on when the CPU has no VNNI, where oneDNN's "
-                                      "u8s8 multiply (VPMADDUBSW) saturates its int16 sums")}
+                                      "u8s8 multiply (VPMADDUBSW) saturates its int16 sums"),
+               "freezing": (bool, "default on; off compiles without freezing, where Inductor keeps int8 as "
+                                  "dequantize -> fp32 (to measure what freezing is worth, never for a column)")}
 
     def build(self, src, precision: str, workdir: Path) -> Artifact:
         import torch
 
         model = src.torch_model().eval()  # (a converted PT2E graph refuses .eval(): called here, before)
         details = {"format": "torch.export ExportedProgram (torch.export.save), compiled in each process",
-                   "precision": precision, "compile": COMPILE}
+                   "precision": precision, "compile": COMPILE,
+                   "freezing": bool(src.recipe.options(self.NAME).get("freezing", True))}
+        if not details["freezing"]:
+            details["compile"] = COMPILE.replace("freezing on", "freezing OFF (recipe option)")
         dtype = getattr(torch, DTYPES[precision]) if precision in DTYPES else torch.float32
         if precision in DTYPES:
             model = model.to(dtype)
@@ -90,6 +95,16 @@ class InductorBackend(Backend):
             "note": ("Inductor has dynamic-activation int8 kernels for Linear only: the convolutions compute in "
                      "fp32 on dequantized values (see runtime_config.int8_kernels)") if dynamic else None}
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        """torch.profiler on a module compiled as load() compiles it, with Inductor's kernel profile on (its
+        generated C++ kernels: fused quantize/dequantize/eltwise, else hidden in the graph call's self time)."""
+        import torch._inductor.config as inductor_config
+
+        from harness.profiles import torchprof
+
+        inductor_config.cpp.enable_kernel_profile = True
+        return torchprof.profile(self.load(artifact, threads, batch), x)
+
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         import importlib
 
@@ -100,7 +115,8 @@ class InductorBackend(Backend):
         import torch._inductor.config as inductor_config
 
         importlib.import_module(XIQ)  # registers the int8 fusion passes; without it int8 compiles as dq -> fp32
-        inductor_config.freezing = True  # the int8 (and fp32 weight-prepack) fusions run on frozen graphs only
+        # the int8 (and fp32 weight-prepack) fusions run on frozen graphs only
+        inductor_config.freezing = artifact.details.get("freezing", True)
         inductor_config.compile_threads = 1  # no compile-worker pool left spinning beside the timed loop
         torch.set_num_threads(threads)
         with warnings.catch_warnings():
@@ -135,7 +151,8 @@ class CompiledSession(Session):
         self.int8_kernels: dict | None = None
         if batch:
             self._compile(batch)
-        self.config = {"intra_op_threads": torch.get_num_threads(), "freezing": True, "dynamic_shapes": False,
+        self.config = {"intra_op_threads": torch.get_num_threads(), "dynamic_shapes": False,
+                       "freezing": bool(torch._inductor.config.freezing),
                        "compile_s": {str(k): v for k, v in self.compile_s.items()},
                        "int8_kernels": self.int8_kernels, "dtype": dtype}
 

@@ -89,6 +89,11 @@ class IpexBackend(Backend):
             "weights": "int8 per-channel symmetric",
             "calibration_method": "histogram (IPEX default static qconfig)", **recipe_details}
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        from harness.profiles import torchprof
+
+        return torchprof.profile(self.load(artifact, threads, batch), x)
+
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         """torch.jit.load of the saved frozen module, as IPEX deploys it: a fresh graph executor whose fusion
         passes run on the first calls of this instance's own shape (the warm-up)."""

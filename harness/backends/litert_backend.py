@@ -101,6 +101,11 @@ class LitertBackend(Backend):
             "io": "float32" if dynamic else "int8 (quantized/dequantized at the edge)",
             "calibration_method": "per-inference min/max" if dynamic else "histogram (PT2EQuantizer default)"}
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        from harness.profiles import litert
+
+        return litert.profile(self.load(artifact, threads, batch), x)
+
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         return PerBatchSession(artifact, threads, batch)
 

@@ -151,6 +151,17 @@ class OnnxRuntimeBackend(Backend):
         return {"runtime_graph": graph, "placement": _profile_placement(artifact.path, providers,
                                                                         session.config["intra_op_threads"], wanted)}
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        """A profiled session of its own, configured as load() configures the timed one."""
+        from harness.profiles import Profiled, drive, ort
+
+        opts = ort.profiled_options(_options(threads), workdir)
+        opts.add_free_dimension_override_by_name(BATCH_DIM, batch)
+        sess = self._session(artifact.path, opts, self._providers(artifact.details.get("precision", "fp32")))
+        session = OrtSession(sess)
+        _, calls, wall_us = drive(session.run, session.prepare(x))
+        return Profiled(ort.records(sess, calls, workdir), calls, wall_us, ort.TOOL)
+
     def _providers(self, precision: str) -> list:
         import onnxruntime as ort
 

@@ -115,6 +115,11 @@ class TfliteBackend(Backend):
         return Artifact(out, (out,), {"format": "TFLite flatbuffer, published with the model (not converted here)",
                                       "source": str(path), "nchw_input": spec.preprocess.layout == "NCHW"})
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        from harness.profiles import litert
+
+        return litert.profile(self.load(artifact, threads, batch), x)
+
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         return LiteRtSession(artifact, threads, batch)
 

@@ -130,6 +130,11 @@ class TorchBackend(Backend):
                     "torch has no dynamic-quantized Conv2d, so the convolutions stay fp32",
         }
 
+    def profile(self, artifact: Artifact, threads: int, batch: int, x: np.ndarray, workdir: Path):
+        from harness.profiles import torchprof
+
+        return torchprof.profile(self.load(artifact, threads, batch), x)
+
     def load(self, artifact: Artifact, threads: int, batch: int | None = None) -> Session:
         """A fresh module each call: the structure rebuilt (int8: prepared and converted on one image) and the
         artifact's state_dict loaded into it, so every scale and packed weight is the saved one."""
