@@ -25,7 +25,8 @@ WARMUP_CAP_S = 5.0  # an emulated fp16 call at batch 64 takes ~2 s: the warm-up 
 # MatMulInteger, Convolution, FullyConnected, quantized::conv2d_relu, onednn::qconv_pointwise,
 # aten::_slow_conv2d_forward, mkldnn::_linear_pointwise, aten::addmm, CONV_2D, DEPTHWISE_CONV_2D
 # (QLinearAdd and QLinearGlobalAveragePool are not: "linear" counts only as a word of its own)
-COMPUTE = re.compile(r"conv|gemm|matmul|fullyconnected|fully_connected|addmm|(^|:)b?mm$|(^|[:_])q?linear(_|$)", re.I)
+COMPUTE = re.compile(r"conv|gemm|matmul|fullyconnected|fully_connected|addmm|(^|:)b?mm$|(^|[:_])q?linear(_|$)",
+                     re.I)
 
 # Quantize/Dequantize in any runtime's spelling (aten::quantize_per_tensor, aten::dequantize, QuantizeLinear,
 # DynamicQuantizeLinear, FakeQuantize, TFLite's QUANTIZE, Inductor's cpp_fused_quantize_per_tensor_0), but not
