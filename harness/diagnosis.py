@@ -44,7 +44,9 @@ def _pct(x: float) -> str:
 
 
 def _listed(ops: list[dict], n: int = 3) -> str:
-    return ", ".join(f"{o['op_type']} x{o['count']} {_pct(o['share'] or 0)}" for o in ops[:n])
+    """"Conv x10 36%", or "CONV_2D x19" from a runtime without op times."""
+    return ", ".join(f"{o['op_type']} x{o['count']}" + (f" {_pct(o['share'])}" if o["share"] is not None else "")
+                     for o in ops[:n])
 
 
 def _count(case: Case, precisions: tuple) -> int:
@@ -52,15 +54,19 @@ def _count(case: Case, precisions: tuple) -> int:
 
 
 def int8_without_vnni(case: Case) -> str | None:
+    """Most of the compute in int8 kernels (by time; by count where the runtime has no op timer)."""
     shares = case.profile["shares"]
-    if case.cell["precision"] not in QUANTIZED or any(case.isa.get(f) for f in VNNI) or not shares:
+    if case.cell["precision"] not in QUANTIZED or any(case.isa.get(f) for f in VNNI):
         return None
-    if (shares["compute_int8"] or 0) < INT8_SHARE:
+    n8, n = _count(case, INT8), _count(case, INT8 + FLOAT)
+    part = shares["compute_int8"] if shares else (n8 / n if n else 0.0)
+    if (part or 0) < INT8_SHARE:
         return None
     has = [f for f in ("avx2", "avx512f", "avx512bw") if case.isa.get(f)]
+    where = (f"{_pct(shares['compute'] * shares['compute_int8'])} of the op time" if shares
+             else "no op times from this runtime")
     return (f"CPU flags: none of {'/'.join(VNNI)} (has {'/'.join(has) or 'none of avx2/avx512'}); "
-            f"{_count(case, INT8)} compute ops ran in int8, {_pct(shares['compute'] * shares['compute_int8'])} "
-            f"of the op time {case.at()}")
+            f"{n8} of {n} compute ops ran in int8, {where} {case.at()}")
 
 
 def s8s8_float_convs(case: Case) -> str | None:

@@ -89,7 +89,8 @@ def test_int8_without_vnni_reads_the_cpu_flags():
     assert not any(fx["isa"][f] for f in diagnosis.VNNI), "recorded on a CPU without VNNI"
     batch, p = slowest(fx)
     found = {d["rule"]: d for d in run(fx)}
-    assert f"{p['compute_ops']['uint8']} compute ops ran in int8" in found["int8_without_vnni"]["evidence"]
+    n8 = sum(n for k, n in p["compute_ops"].items() if k in ("int8", "uint8"))
+    assert f"{n8} of {sum(p['compute_ops'].values())} compute ops ran in int8" in found["int8_without_vnni"]["evidence"]
     assert "int8_without_vnni" not in rules(run(fx, avx512_vnni=True))  # the same profile on a VNNI CPU
     assert "integer_ops" in rules(run(fx, avx512_vnni=True))  # ... still has its other cause
 
@@ -116,6 +117,51 @@ def test_no_rule_matched_lists_the_top_ops():
     batch, p = slowest(fx)
     top = p["ops"][0]
     assert found[0]["evidence"].startswith(f"top ops at batch {batch}: {top['op_type']} x{top['count']}")
+
+
+def test_emulated_fp16_reads_the_cpu_flags_and_the_fp16_kernels():
+    fx = load("torch-fp16")
+    batch, p = slowest(fx)
+    assert not any(fx["isa"][f] for f in diagnosis.NATIVE["fp16"]), "recorded on a CPU without fp16 arithmetic"
+    found = {d["rule"]: d for d in run(fx)}
+    assert f"{p['compute_ops']['fp16']} compute ops ran in fp16" in found["emulated"]["evidence"]
+    assert percent(p, lambda o: o["role"] == "compute" and o["precision"] == "fp16") in found["emulated"]["evidence"]
+    assert "emulated" not in rules(run(fx, avx512_fp16=True))  # the same profile on a CPU with fp16 arithmetic
+
+
+def test_reference_kernels_names_them_and_their_share():
+    fx = load("torch-fp16")  # eager fp16 convolutions on this CPU: ATen's im2col path (_slow_conv2d_forward)
+    batch, p = slowest(fx)
+    found = {d["rule"]: d for d in run(fx)}
+    assert p["shares"]["reference"] >= diagnosis.REFERENCE_SHARE
+    assert found["reference_kernels"]["evidence"] == (
+        f"reference (unoptimized) kernels took {p['shares']['reference'] * 100:.0f}% of the op time at batch {batch}: "
+        "aten::_slow_conv2d_forward")
+    fast = load("openvino-int8")  # OpenVINO's only ref kernels (Pad, Slice) take ~1-2%
+    assert diagnosis.reference_kernels(diagnosis.Case(fast["cell"], fast["isa"], "1", {})) is None
+
+
+def test_float_fallback_counts_the_float_compute_ops():
+    fx = load("torch-dynamic")  # torch.ao dynamic quantization of a CNN: only the classifier gets int8
+    batch, p = slowest(fx)
+    found = {d["rule"]: d for d in run(fx)}
+    floats = sum(n for k, n in p["compute_ops"].items() if k in ("fp32", "fp16", "bf16"))
+    total = sum(p["compute_ops"].values())
+    assert f"{floats} of {total} compute ops ran in float" in found["float_fallback"]["evidence"]
+    u8 = load("ort-u8s8-uint8")
+    assert diagnosis.float_fallback(diagnosis.Case(u8["cell"], u8["isa"], "1", {})) is None
+
+
+def test_not_frozen_reads_the_compiled_config():
+    fx = load("inductor-int8-no-freezing")  # recipe option freezing = false (harness run --recipe)
+    config = fx["cell"]["details"]["runtime_config"]
+    assert config["freezing"] is False
+    found = {d["rule"]: d for d in run(fx)}
+    assert found["not_frozen"]["evidence"].startswith(
+        f"runtime config: freezing=False, int8 ops lowered to oneDNN kernels {config['int8_kernels']}")
+    frozen = copy.deepcopy(fx)
+    frozen["cell"]["details"]["runtime_config"].update(freezing=True, int8_kernels={"qconv": 19, "qlinear": 1})
+    assert "not_frozen" not in rules(run(frozen))
 
 
 def test_every_rule_has_a_test_here():

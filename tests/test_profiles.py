@@ -68,7 +68,7 @@ def test_every_backend_profiles_the_ops_resnet20_is_made_of(backend, precision, 
         return
     # the ops are part of the call: together no longer than it (5% for timer granularity), and most of it
     assert 0.3 * p["wall_ms"] <= p["total_ms"] <= 1.05 * p["wall_ms"], (p["total_ms"], p["wall_ms"])
-    assert sum(o["ms"] for o in p["ops"]) <= p["total_ms"] + 1e-6
+    assert sum(o["ms"] for o in p["ops"]) <= p["total_ms"] + 1e-4 * len(p["ops"])  # each rounded to 0.1 us
     assert abs(sum(o["share"] for o in p["ops"]) - sum(o["ms"] for o in p["ops"]) / p["total_ms"]) < 0.01
     # resnet20's time is in its convolutions: 0.52-0.96 of the op time measured here (the compiled path's batch-1
     # calls spend the rest in Dynamo's guards and the graph call)

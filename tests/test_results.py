@@ -90,10 +90,17 @@ def test_schema_5_cells_get_topk_from_their_top1_and_top5_and_no_counts():
     v5 = {"schema_version": 5, "status": "ok", "accuracy": {"top1": 91.5, "top5": 99.6, "n": 10},
           "model_info": {"name": "resnet20"}}
     v6 = migrate_cell(v5)
-    assert v6["schema_version"] == 6 and v6["accuracy"]["topk"] == {"1": 91.5, "5": 99.6}
+    assert v6["schema_version"] == CELL_SCHEMA_VERSION and v6["accuracy"]["topk"] == {"1": 91.5, "5": 99.6}
     assert v6["model_info"] == {"name": "resnet20", "params": None, "macs_per_image": None}
     timing_only = migrate_cell({"schema_version": 5, "status": "ok", "accuracy": {"top1": None, "top5": None}})
     assert timing_only["accuracy"]["topk"] is None
+
+
+def test_schema_6_cells_have_no_profile_and_no_diagnosis():
+    from harness.results import migrate_cell
+
+    v7 = migrate_cell({"schema_version": 6, "status": "ok", "precision": "int8"})
+    assert v7 == {"schema_version": 7, "status": "ok", "precision": "int8", "profile": None, "diagnosis": None}
 
 
 def test_warm_up_lasts_until_calls_are_steady():

@@ -28,6 +28,11 @@ DISPATCH = re.compile(r"^aten::(conv\dd|convolution|_convolution|linear|thnn_con
 REFERENCE = re.compile(r"slow_conv|thnn_conv")
 
 
+def _generated(name: str) -> str:
+    """One op type for all of Inductor's generated kernels of a kind (each has its own numbered name)."""
+    return "inductor kernel (quantize/dequantize)" if "quantize" in name else "inductor kernel (elementwise)"
+
+
 def _role(name: str) -> str:
     if DISPATCH.match(name):
         return "other"
@@ -59,9 +64,10 @@ def profile(session, x) -> Profiled:
     prof.stop()
     keys: dict[tuple, dict] = {}
     for name, dtype, self_ns in _self_times(prof.profiler.kineto_results.events()):
-        rec = keys.setdefault((name, dtype), {
-            "node": name, "op_type": name, "us": 0.0, "n": 0, "precision": DTYPES.get(dtype.lower(), ""),
-            "kernel": "dispatch" if DISPATCH.match(name) else name,
+        op = _generated(name) if GENERATED.match(name) else name
+        rec = keys.setdefault((op, dtype), {
+            "node": op, "op_type": op, "us": 0.0, "n": 0, "precision": DTYPES.get(dtype.lower(), ""),
+            "kernel": "dispatch" if DISPATCH.match(name) else "Inductor generated C++" if op != name else name,
             "role": _role(name), "reference": bool(REFERENCE.search(name))})
         rec["us"] += self_ns / 1e3 / calls
         rec["n"] += 1
