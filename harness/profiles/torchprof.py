@@ -16,6 +16,8 @@ DTYPES = {"float": "fp32", "c10::half": "fp16", "c10::bfloat16": "bf16", "c10::q
           "c10::qint8": "int8", "unsigned char": "uint8", "signed char": "int8", "int": "int32",
           "long int": "int64", "double": "fp64", "bool": "bool", "float32": "fp32", "float16": "fp16",
           "bfloat16": "bf16"}
+# dynamic int8 kernels take float input and quantize it inside: int8 compute despite their input type
+QUANTIZING = {"quantized::linear_dynamic": "int8", "quantized::linear_relu_dynamic": "int8"}
 # ATen's dispatch layers above the kernel that does the work (aten::conv2d > convolution > _convolution >
 # mkldnn_convolution): their self time is dispatch, and counting them as convolutions would count each 4 times
 # Inductor's generated C++ kernels: elementwise / reduction fusions around the extern GEMM and convolution calls,
@@ -66,7 +68,8 @@ def profile(session, x) -> Profiled:
     for name, dtype, self_ns in _self_times(prof.profiler.kineto_results.events()):
         op = _generated(name) if GENERATED.match(name) else name
         rec = keys.setdefault((op, dtype), {
-            "node": op, "op_type": op, "us": 0.0, "n": 0, "precision": DTYPES.get(dtype.lower(), ""),
+            "node": op, "op_type": op, "us": 0.0, "n": 0,
+            "precision": QUANTIZING.get(op) or DTYPES.get(dtype.lower(), ""),
             "kernel": "dispatch" if DISPATCH.match(name) else "Inductor generated C++" if op != name else name,
             "role": _role(name), "reference": bool(REFERENCE.search(name))})
         rec["us"] += self_ns / 1e3 / calls
