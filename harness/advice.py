@@ -3,7 +3,7 @@ plain data (header, rows, footnotes) like harness.tables, from the cells' measur
 
 from __future__ import annotations
 
-from harness.diagnosis import MIN_SPEEDUP, speedups
+from harness.diagnosis import MIN_SPEEDUP, speedups, weakest
 from harness.stats import ALPHA
 from harness.tables import PRECISION_LABELS, _plain, best_throughput, column, fp32_of, p50, size_mb, top1, top1_text
 
@@ -101,7 +101,7 @@ def slower(cells: list[dict]) -> dict | None:
             continue
         ref = fp32_of(cells, c)
         gains = speedups(c, ref) if ref else {}
-        batch = min(gains, key=gains.get) if gains else None
+        batch = weakest(gains)
         prof = ((c.get("profile") or {}).get("batches") or {}).get(batch) or {}
         ops = ", ".join(f"{o['op_type']} ({o['precision']}) " + (f"{o['share'] * 100:.0f}%" if o["share"] is not None
                                                                   else f"x{o['count']}")

@@ -203,6 +203,11 @@ def speedups(cell: dict, ref: dict) -> dict[str, float]:
     return out
 
 
+def weakest(gains: dict[str, float]) -> str | None:
+    """The batch where the cell gained least against fp32 (the one its diagnosis reads), or None."""
+    return min(gains, key=gains.get) if gains else None
+
+
 def diagnose(cell: dict, ref: dict | None, isa: dict) -> list[dict] | None:
     """None: nothing to diagnose with (an fp32 cell, no fp32 cell, no profile). []: the cell is at least
     MIN_SPEEDUP faster than fp32 at every batch. Else one {rule, evidence, advice} per rule that applies."""
@@ -212,7 +217,7 @@ def diagnose(cell: dict, ref: dict | None, isa: dict) -> list[dict] | None:
     gains = {b: s for b, s in speedups(cell, ref).items() if b in profile["batches"]}
     if not gains or min(gains.values()) >= MIN_SPEEDUP:
         return []
-    batch = min(gains, key=gains.get)
+    batch = weakest(gains)
     case = Case(cell, isa, batch, gains)
     found = [{"rule": r.name, "evidence": evidence, "advice": r.advice}
              for r in RULES if (evidence := r.check(case)) is not None]

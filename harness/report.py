@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from harness import advice, plots, tables
-from harness.diagnosis import speedups
+from harness.diagnosis import speedups, weakest
 from harness.errors import UserError
 from harness.results import RUN_SCHEMA_VERSION, load_cells, read_json
 
@@ -110,7 +110,7 @@ def _profile_pairs(cells: list[dict]) -> list[tuple[dict, dict, str]]:
     for c in cells:
         ref = tables.fp32_of(cells, c) if c["status"] == "ok" and c.get("diagnosis") else None
         gains = speedups(c, ref) if ref else {}
-        batch = min(gains, key=gains.get) if gains else None
+        batch = weakest(gains)
         if batch and all(((x.get("profile") or {}).get("batches") or {}).get(batch, {}).get("total_ms")
                          for x in (ref, c)):
             out.append((ref, c, batch))

@@ -7,13 +7,13 @@ slower than fp32 on a GPU."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from harness.backends.base import Artifact, Backend, Session, Unsupported, refuse
+from harness.profiles import ort as ort_profile
 
 CALIB_BATCH = 100
 BATCH_DIM = "batch"  # the export's dynamic batch axis (Source.onnx_path), kept by ORT's and NNCF's quantizers
@@ -229,21 +229,16 @@ def _profile_placement(path: Path, providers: list, threads: int, wanted: str) -
     inp = sess.get_inputs()[0]
     shape = [1] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
     sess.run(None, {inp.name: np.zeros(shape, np.float32)})
-    trace = Path(sess.end_profiling())
-    events = json.loads(trace.read_text())
-    trace.unlink()
-    return placement(events, wanted)
+    return placement(ort_profile.trace_events(sess), wanted)
 
 
 def placement(events: list, wanted: str) -> dict:
     """Nodes per execution provider from an ORT profile, and the nodes that did not run on `wanted`."""
     by_provider: dict[str, int] = {}
     fallback: dict[str, str] = {}
-    for e in events:
-        args = e.get("args", {})
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or "provider" not in args:
+    for node, args, _ in ort_profile.node_events(events):
+        if "provider" not in args:
             continue
-        node = e["name"][: -len("_kernel_time")]
         by_provider[args["provider"]] = by_provider.get(args["provider"], 0) + 1
         if args["provider"] != wanted:
             fallback[node] = args.get("op_name", "?")

@@ -29,11 +29,24 @@ def profiled_options(opts, workdir: Path):
     return opts
 
 
-def records(sess, calls: int, workdir: Path) -> list[dict]:
-    """Per node: mean us per call over the last `calls` runs (run() has been called warm-up + calls times)."""
+def trace_events(sess) -> list[dict]:
+    """End the session's profiling and return its trace's events (the file is removed)."""
     trace = Path(sess.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
+    return events
+
+
+def node_events(events: list[dict]):
+    """(node name, args, event) of every node run in a trace."""
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            yield e["name"][: -len("_kernel_time")], e.get("args", {}), e
+
+
+def records(sess, calls: int, workdir: Path) -> list[dict]:
+    """Per node: mean us per call over the last `calls` runs (run() has been called warm-up + calls times)."""
+    events = trace_events(sess)
     domains = _domains(workdir / "ort-profiled.optimized.onnx")
     windows = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
                and e.get("name") == "model_run"][-calls:]
@@ -41,11 +54,9 @@ def records(sess, calls: int, workdir: Path) -> list[dict]:
         raise RuntimeError(f"onnxruntime's trace holds {len(windows)} model_run events, {calls} were profiled")
     start, end = windows[0][0], windows[-1][1]
     nodes: dict[str, dict] = {}
-    for e in events:
-        args = e.get("args", {})
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or not start <= e["ts"] <= end:
+    for name, args, e in node_events(events):
+        if not start <= e["ts"] <= end:
             continue
-        name = e["name"][: -len("_kernel_time")]
         op = args.get("op_name", "?")
         rec = nodes.setdefault(name, {"node": name, "op_type": op, "us": 0.0,
                                       "precision": QUANTIZING.get(op) or _precision(args),
