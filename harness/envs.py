@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +59,32 @@ def ensure(env: Environment, cache: Path, say=print) -> Path:
         with open(folder.with_name(folder.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two runs sharing a cache build the env once
             _create(env, folder, say)
-    src = folder / "src"
-    if os.access(folder, os.W_OK):  # a prebuilt, read-only env (in an image) keeps the copy made at build time
-        shutil.rmtree(src, ignore_errors=True)
-        shutil.copytree(PKG, src / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_harness(folder)
     return folder / "bin" / "python"
+
+
+def code_key() -> str:
+    """A digest of this harness's source files: an env holds one copy of the harness per code version."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in PKG.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(PKG)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _copy_harness(folder: Path) -> None:
+    """Copy the harness into src/<code_key>/, whole or not at all (a rename). It used to be refreshed in place:
+    a second run sharing the cache (another checkout, or a parallel test worker) deleted the copy under a
+    running cell's imports. A prebuilt, read-only env (in an image) keeps the copy made at build time."""
+    dest = folder / "src" / code_key()
+    if dest.is_dir() or not os.access(folder, os.W_OK):
+        return
+    dest.parent.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    shutil.copytree(PKG, tmp / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process copied the same version first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _create(env: Environment, folder: Path, say) -> None:
@@ -103,4 +125,10 @@ def _run(cmd: list[str], name: str) -> str:
 
 def pythonpath(python: Path) -> str:
     """Only the env's harness copy: never the parent environment's site-packages."""
-    return str(python.parent.parent / "src")
+    src = python.parent.parent / "src"
+    mine = src / code_key()
+    if mine.is_dir():
+        return str(mine)
+    # a read-only env prebuilt by another version of the harness: the copy it was built with
+    copies = sorted(d for d in src.glob("[!.]*") if (d / "harness").is_dir())
+    return str(copies[-1] if copies else src)

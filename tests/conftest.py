@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -181,26 +183,58 @@ LOCAL = load_target("local")
 # what `harness run` runs by default, but torch-inductor: it compiles five times a cell (96-176 s each with FAST
 # settings, 11 of run1's minutes); test_e2e's own run of it covers it through the worker on fp32, int8, uint8
 BACKENDS = [b for b in LOCAL.backends if b != "torch-inductor"]
+COMPILED_PRECISIONS = ("fp32", "int8", "uint8")
+
+
+def _shared_run(name: str, tmp_path_factory, *args: str) -> Path:
+    """A `harness run` the session's tests share. Under `nox -s tests` it is made in $PTQ_TEST_RUNS and kept
+    there for the timing pass that follows (see the noxfile); a run cut short is made again, never reused."""
+    root = os.environ.get("PTQ_TEST_RUNS")
+    out = Path(root) / name if root else tmp_path_factory.mktemp("e2e") / name
+    made = out.with_name(f"{name}.made")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a test on the other worker that asks for it waits, never makes it twice
+        if not made.is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            proc = run_cli("run", "--models", "resnet20", *args, "--out", str(out), *FAST)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            made.write_text(str(out))
+    return out
 
 
 @pytest.fixture(scope="session")
 def run1(data_dir, shared_cache, env_unavailable, tmp_path_factory):
     """The zoo's resnet20 through every default backend but torch-inductor, FAST (test_e2e, test_cards)."""
-    out = tmp_path_factory.mktemp("e2e") / "run1"
-    proc = run_cli("run", "--models", "resnet20", "--backends", ",".join(BACKENDS), "--data-dir", str(data_dir),
-                   "--out", str(out), *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return _shared_run("run1", tmp_path_factory, "--backends", ",".join(BACKENDS), "--data-dir", str(data_dir))
 
 
 @pytest.fixture(scope="session")
 def compiled_run(data_dir, shared_cache, tmp_path_factory):
     """torch-inductor's fp32, int8 and uint8 cells through `harness run`, FAST (test_e2e, test_backends)."""
-    out = tmp_path_factory.mktemp("e2e") / "compiled"
-    proc = run_cli("run", "--models", "resnet20", "--backends", "torch-inductor", "--precisions", "fp32,int8,uint8",
-                   "--data-dir", str(data_dir), "--out", str(out), *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return _shared_run("compiled", tmp_path_factory, "--backends", "torch-inductor", "--precisions",
+                       ",".join(COMPILED_PRECISIONS), "--data-dir", str(data_dir))
+
+
+SHARED_RUNS = {"run1", "compiled_run"}
+
+
+def shared_run_of(backend: str, precision: str) -> str | None:
+    """The shared run's fixture that makes this cell, if one does."""
+    if backend in BACKENDS:
+        return "run1"
+    return "compiled_run" if backend == "torch-inductor" and precision in COMPILED_PRECISIONS else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's --dist loadgroup (`nox -s tests` runs two workers): every test that reads the shared
+    runs goes to one worker, so each run is made once; every other module stays whole on one worker, so its
+    module fixtures (a built artifact, a run of its own) are made once too."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):  # set where the test is parametrized (test_backends)
+            continue
+        group = "shared-runs" if SHARED_RUNS & set(item.fixturenames) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def run_cells(*outs) -> dict:

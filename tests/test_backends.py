@@ -7,7 +7,7 @@ import pytest
 from harness.backends import BACKENDS, get_backend
 from harness.config import PRECISIONS
 from harness.models import ZOO
-from tests.conftest import backend_scores, run_cells, source_for
+from tests.conftest import backend_scores, run_cells, shared_run_of, source_for
 
 N = 500
 MODEL = "resnet20"
@@ -38,16 +38,21 @@ def weights_size(size: int, details: dict) -> int:
     return details.get("weights_bytes", size)
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_cell_builds_and_keeps_accuracy(backend, precision, run1, compiled_run, env_unavailable, setup, fp32_of,
-                                        tmp_path):
+# the cells the shared runs make run on the worker that holds them; the rest are built on any worker
+SHARED = pytest.mark.xdist_group("shared-runs")
+CELLS = [pytest.param(b, p, id=f"{b}-{p}", marks=[SHARED] if shared_run_of(b, p) else [])
+         for b in BACKENDS for p in PRECISIONS]
+
+
+@pytest.mark.parametrize("backend, precision", CELLS)
+def test_cell_builds_and_keeps_accuracy(backend, precision, request, env_unavailable, setup, fp32_of, tmp_path):
     """Every cell: top-1 within 2 points of its backend's fp32 on the same 500 images, quantized cells saying how
     they were quantized and int8 weights at most 35% of fp32's. The cells `harness run` already made (run1, and
     the compiled run's fp32/int8/uint8) are read, not built again (that was 5 of this file's 8 minutes); the
     rest (compiled fp16/bf16/dynamic, the GPU-only backends) are built here or skipped with their reason."""
-    made = run_cells(run1, compiled_run)
-    if (backend, precision) in made:
+    run = shared_run_of(backend, precision)
+    if run:
+        made = run_cells(request.getfixturevalue(run))
         cell, ref = made[(backend, precision)], made[(backend, "fp32")]
         if cell["status"] == "unsupported" or backend in env_unavailable:
             pytest.skip(f"{backend} {precision}: {cell['reason']}")

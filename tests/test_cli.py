@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,26 @@ def test_the_end_of_a_run_names_its_wall_time_and_slowest_cells():
                     "m/a/fp32 30 s (12%)")
     table = summary(cells, "t", 240.0)
     assert [c._cells for c in table.columns[-2:]] == [["30", "90", "0"], ["12%", "38%", "0%"]]
+
+
+def test_an_environment_keeps_one_harness_copy_per_code_version(tmp_path):
+    """Two runs of different checkouts share a cache: each gets the copy of its own code, and neither deletes the
+    other's under a running cell (the copy used to be refreshed in place)."""
+    from harness import envs
+
+    env = envs.Environment("e", ("ipex",), ("x==1",), 0.0)
+    folder = envs.root(tmp_path) / env.key()
+    folder.mkdir(parents=True)
+    (folder / "ready.json").write_text("{}")  # as if installed: ensure() only copies the harness
+    other = folder / "src" / "0123456789abcdef" / "harness"
+    other.mkdir(parents=True)
+    python = envs.ensure(env, tmp_path)
+    mine = folder / "src" / envs.code_key()
+    assert envs.pythonpath(python) == str(mine) and (mine / "harness" / "envs.py").read_bytes() == \
+        Path(envs.__file__).read_bytes()
+    assert other.is_dir() and sorted(p.name for p in (folder / "src").iterdir()) == sorted([other.parent.name,
+                                                                                             mine.name])
+    envs.ensure(env, tmp_path)  # the same version again: nothing copied twice, nothing left half-made
+    assert len(list((folder / "src").iterdir())) == 2
+    shutil.rmtree(mine)  # a read-only env built by another version (an image): the copy it was built with
+    assert envs.pythonpath(python) == str(other.parent)

@@ -329,6 +329,7 @@ def test_a_cell_over_the_accuracy_budget_is_evaluated_on_a_footnoted_subset(data
 XCHECK = ("openvino", "tflite", "onnxruntime", "torch")  # one cell each, through each runtime's own tool
 
 
+@pytest.mark.timing  # harness and vendor tool timed minutes apart: alone on the machine (see the noxfile)
 def test_crosscheck_times_each_artifact_with_its_runtimes_own_tool(run1, tmp_path):
     """Interleaved harness/vendor pairs on the run's own int8 artifacts: every pair's ratio is its harness
     figure over its vendor figure, the cell's ratio their median, and the vendor figure is of the same

@@ -155,6 +155,7 @@ def test_a_timing_process_alone_takes_turns_with_itself():
     assert t.take() is True  # the next shape loads
 
 
+@pytest.mark.timing  # counts calls against sleep-timed blocks
 @pytest.mark.parametrize("call_s, settles", [(0.0005, True), (0.02, False)])
 def test_blocks_settle_with_untimed_calls_unless_one_call_is_longer_than_that(call_s, settles):
     """A block of 10 ms starts with 2.5 ms of untimed calls (the previous holder's threads spin on); a 20-ms

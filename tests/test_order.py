@@ -27,6 +27,8 @@ from harness.config import PRECISIONS, RunSettings
 from harness.models import ZOO
 from tests.conftest import REPO, backend_python, run_artifact, run_cells
 
+pytestmark = pytest.mark.timing  # after/before ratios of timed blocks: alone on the machine (see the noxfile)
+
 MODEL = "resnet20"
 # alternating blocks per side; each block runs >= BLOCK_S and >= BLOCK_CALLS calls (an emulated fp16 call can
 # take 30 ms) and gives one median; the cell's ratio is the median of the rounds' after/before

@@ -103,6 +103,7 @@ def test_schema_6_cells_have_no_profile_and_no_diagnosis():
     assert v7 == {"schema_version": 7, "status": "ok", "precision": "int8", "profile": None, "diagnosis": None}
 
 
+@pytest.mark.timing  # counts calls against a sleep-timed ramp
 def test_warm_up_lasts_until_calls_are_steady():
     """A runtime that speeds up over its first 40 calls (torch eager at batch 64 in a fresh process: its
     allocator faulting in pages) is warmed past the ramp, however few calls or seconds were asked for."""
