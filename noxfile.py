@@ -94,6 +94,13 @@ def images(session):
     session.run("python", "-m", "harness", "container", "build")
 
 
+@nox.session(name="bench-fleet")
+def bench_fleet(session):
+    """Run container targets at once, one Docker engine each: nox -s bench-fleet -- --targets A,B -- ARGS."""
+    session.install("-e", ".[fleet]")
+    session.run("python", "-m", "harness", "fleet", "run", *session.posargs)
+
+
 def _bench_target(name):
     def bench_target(session):
         session.install("-e", ".")

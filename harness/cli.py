@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import crosscheck
+from harness import crosscheck, fleet
 from harness.config import PRECISIONS, load_target
 from harness.container_cards import take_option
 from harness.errors import UserError
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr = csub.add_parser("run", help="run `harness run` in the target's image; results come back to results/")
     cr.add_argument("--target", required=True)
     cr.add_argument("--results", default="results", help="host folder the run is copied back into")
+    cr.add_argument("--resume-run", metavar="RUN_DIR", help="a run folder this target left unfinished: it goes back "
+                    "into the container and `harness run --resume` finishes it")
     cr.add_argument("args", nargs=argparse.REMAINDER, help="passed to `harness run` (--data-dir is the host's)")
     ce = csub.add_parser("prepare-envs", help="create the target's backend environments (image build time)")
     ce.add_argument("--target", required=True)
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--results", default="results", help="where the new run goes (default: results)")
     rr.add_argument("--threshold", type=float, default=0.10, help="latency change that counts (default 0.10)")
     crosscheck.add_parser(sub)
+    fleet.add_parser(sub)
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -214,7 +217,10 @@ def cmd_container(args) -> int:
     data = _host_data(data, "the host's data folder (containers run without network)")
     if not target.container:
         raise UserError(f"target {target.name} ({target.path}): no [container] table, so it has no image")
-    container.run(target, data, Path(args.results), rest)
+    resume = Path(args.resume_run) if args.resume_run else None
+    if resume and not (resume / "run.json").is_file():
+        raise UserError(f"--resume-run {resume}: expected a run folder (with run.json) of target {target.name}")
+    container.run(target, data, Path(args.results), rest, resume=resume)
     return 0
 
 
@@ -260,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "env": cmd_env, "report": cmd_report,
                 "container": cmd_container, "compare": cmd_compare,
-                "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck}[args.command](args)
+                "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck,
+                "fleet": fleet.cmd_fleet}[args.command](args)
     except UserError as exc:
         print("harness: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
         return 2

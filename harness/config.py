@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from harness import k8s
 from harness.errors import UserError
 from harness.errors import expect as _expect
 from harness.recipe import Recipe
@@ -68,6 +69,7 @@ class Target:
     sha256: str = ""
     environments: tuple = ()  # envs.Environment: backends that run under their own interpreter
     container: dict = field(default_factory=dict)  # [container]: image and run options (empty: no image)
+    kubernetes: dict = field(default_factory=dict)  # [kubernetes]: how a Job runs it on a cluster (harness/k8s.py)
     recipe: Recipe = Recipe()  # quantization settings; `recipe = "targets/recipes/<name>.toml"` in the target
 
     def environment_of(self, backend: str):
@@ -139,7 +141,7 @@ def load_target(name_or_path: str) -> Target:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
     where = str(path)
     allowed = {"schema_version", "name", "device", "backends", "precisions", "models", "run",
-               "container", "environments", "recipe"}
+               "container", "environments", "recipe", "kubernetes"}
     for key in raw:
         _expect(key in allowed, where, key, raw[key], f"one of {sorted(allowed)}")
     _expect(raw.get("schema_version") == TARGET_SCHEMA_VERSION, where, "schema_version",
@@ -150,13 +152,16 @@ def load_target(name_or_path: str) -> Target:
     _expect(isinstance(run, dict), where, "run", run, "a table")
     envs = _environments(raw.get("environments", {}), where, BACKENDS)
     container = _container(raw.get("container", {}), where)
+    kubernetes = k8s.parse(raw.get("kubernetes", {}), where)
+    _expect(not kubernetes or bool(container.get("registry")), where, "container.registry",
+            container.get("registry"), "a registry for the image (a [kubernetes] Job pulls it from there)")
     return Target(
         name=raw["name"], device=raw["device"],
         backends=_names(raw, "backends", BACKENDS, where),
         precisions=_names(raw, "precisions", PRECISIONS, where),
         models=_names(raw, "models", ZOO, where),
         run=parse_settings(run, where), path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-        environments=envs, container=container, recipe=_recipe(raw.get("recipe"), where),
+        environments=envs, container=container, recipe=_recipe(raw.get("recipe"), where), kubernetes=kubernetes,
     )
 
 
@@ -171,7 +176,8 @@ def _recipe(value, where: str) -> Recipe:
 
 
 _CONTAINER_KEYS = {"dockerfile": str, "base_image": str, "lock": str, "extras": str, "gpus": bool, "cpuset": str,
-                   "docker_host": str, "build_network_host": bool}
+                   "docker_host": str, "build_network_host": bool, "registry": str,
+                   "docker_context": str}
 
 
 def _container(raw: dict, where: str) -> dict:
@@ -187,6 +193,8 @@ def _container(raw: dict, where: str) -> dict:
     for key in ("dockerfile", "lock"):
         _expect((REPO_ROOT / raw[key]).is_file(), where, f"container.{key}", raw[key],
                 "a file relative to the repository root")
+    _expect(not raw.get("registry") or k8s.registry_ok(raw["registry"]), where, "container.registry",
+            raw.get("registry"), "host[:port]/path in lowercase, without a tag (e.g. 'registry.example.com/ptq')")
     return dict(raw)
 
 

@@ -8,10 +8,12 @@ and results come back with `docker cp` (no bind mounts), and runs use `--network
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,16 +22,27 @@ from harness.config import REPO_ROOT, Target
 from harness.container_cards import card_copies
 from harness.errors import UserError
 
+HOME = "/home/harness"  # the image's harness user (images/*.Dockerfile: useradd -u 1000 harness)
+HARNESS_UID = 1000
 CONTEXT_ITEMS = ("pyproject.toml", "harness", "targets", "templates", "images")
 SECRET_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "TENSORRT_INDEX_URL")
 
 
-def docker(target: Target, *args: str, capture: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+def docker(target: Target, *args: str, capture: bool = True, check: bool = True,
+           stdin: bytes | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if target.container.get("docker_host"):
         env["DOCKER_HOST"] = target.container["docker_host"]
+    elif target.container.get("docker_context"):  # DOCKER_HOST would override the context: it goes
+        env.pop("DOCKER_HOST", None)
+        env["DOCKER_CONTEXT"] = target.container["docker_context"]
     try:
-        proc = subprocess.run(["docker", *args], capture_output=capture, text=True, env=env)
+        if stdin is not None:  # a tar for `docker cp -`: bytes in, the messages decoded after
+            proc = subprocess.run(["docker", *args], capture_output=True, input=stdin, env=env)
+            proc = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
+                                               proc.stderr.decode(errors="replace"))
+        else:
+            proc = subprocess.run(["docker", *args], capture_output=capture, text=True, env=env)
     except FileNotFoundError:
         raise UserError("docker: command not found; a container target needs the Docker CLI") from None
     if check and proc.returncode != 0:
@@ -45,12 +58,21 @@ def _files(root: Path):
                                                            and "__pycache__" not in p.parts))
 
 
+def _own_target(target: Target) -> Path | None:
+    """A target file kept outside the repository's targets/ (PTQ_HARNESS_TARGETS): it goes into the image too."""
+    path = Path(target.path).resolve()
+    return None if path.parent == (REPO_ROOT / "targets").resolve() else path
+
+
 def image_tag(target: Target, base_id: str) -> str:
     """Content-addressed: a change to the Dockerfile, lock, targets, templates or harness source rebuilds."""
     h = hashlib.sha256(base_id.encode())
     for path in _files(REPO_ROOT):
         h.update(str(path.relative_to(REPO_ROOT)).encode())
         h.update(path.read_bytes())
+    own = _own_target(target)
+    if own:
+        h.update(own.read_bytes())
     return f"ptq-harness:{target.name}-{h.hexdigest()[:12]}"
 
 
@@ -66,12 +88,15 @@ def base_image(target: Target) -> tuple[str, str, str]:
     return name, image_id, ",".join(digests) or image_id  # a locally built base has no registry digest
 
 
-def _context(tmp: Path) -> list[str]:
+def _context(tmp: Path, target: Target) -> list[str]:
     """Copy the build inputs into a fresh context; the host's pip settings become build secrets."""
     for item in CONTEXT_ITEMS:
         src = REPO_ROOT / item
         (shutil.copytree(src, tmp / item, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy2(src, tmp / item))
+    own = _own_target(target)
+    if own:
+        shutil.copy2(own, tmp / "targets" / own.name)
     # a stub README (pyproject names one): editing the docs must not force a rebuild of the image
     (tmp / "README.md").write_text("ptq-harness: see the project's README.md.\n")
     wheels = tmp / "wheelhouse"
@@ -106,7 +131,7 @@ def build(target: Target, say=print) -> str:
                   "LOCK_SHA256": hashlib.sha256(lock.read_bytes()).hexdigest()}
     say(f"building {tag} from {c['dockerfile']} (base {base}, lock {c['lock']})")
     with tempfile.TemporaryDirectory(prefix="ptq-ctx-") as tmp:
-        secrets = _context(Path(tmp))
+        secrets = _context(Path(tmp), target)
         args = [a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")]
         env_net = ["--network", "host"] if c.get("build_network_host", True) else []
         proc = docker(target, "build", *env_net, *secrets, *args, "-f", str(Path(tmp) / c["dockerfile"]),
@@ -127,16 +152,17 @@ def require_gpu(target: Target) -> None:
 
 
 def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], say=print,
-        image: str | None = None) -> Path:
+        image: str | None = None, resume: Path | None = None) -> Path:
     """Build (or reuse) the image (or use `image` as given), run `harness run` in it with --network none,
-    copy the run back."""
+    copy the run back. `resume`: a run folder this target left unfinished; it goes back in and goes on."""
     harness_args, cards = card_copies(harness_args)
     tag = image or build(target, say)
     require_gpu(target)
     image_id = docker(target, "image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"ptq-{target.name}-{run_id.lower()}"
-    inner = f"/home/harness/results/{target.name}/{run_id}"
+    run_id = resume.name if resume else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"ptq-{target.name}-{run_id.lower()}-{os.getpid()}"
+    inner, dest = f"{HOME}/results/{target.name}/{run_id}", results / target.name
+    say(f"run folder: {dest / run_id}")
     opts = ["--network", "none", "--name", name, "-e", f"PTQ_HARNESS_IMAGE={tag}", "-e",
             f"PTQ_HARNESS_IMAGE_ID={image_id}"]
     if target.container.get("gpus"):
@@ -144,13 +170,14 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
     if target.container.get("cpuset"):
         opts += ["--cpuset-cpus", target.container["cpuset"]]
     docker(target, "create", *opts, tag, "harness", "run", "--target", target.name, "--data-dir", "/data",
-           "--out", inner, *harness_args)
+           "--out", inner, *harness_args, *(["--resume"] if resume else []))
     try:
         docker(target, "cp", f"{data_dir}/.", f"{name}:/data")  # root-owned: read-only for the harness user
         for folder, inner_folder in cards:
             docker(target, "cp", f"{folder}/.", f"{name}:{inner_folder}")
+        if resume:
+            _put_run(target, name, resume)
         code = docker(target, "start", "-a", name, capture=False, check=False).returncode
-        dest = results / target.name
         dest.mkdir(parents=True, exist_ok=True)
         if docker(target, "cp", f"{name}:{inner}", str(dest), check=False).returncode != 0:
             raise UserError(f"the container wrote no run folder {inner} (harness exited {code})")
@@ -160,3 +187,25 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
         raise UserError(f"harness run in {tag} exited {code}; partial results copied to {dest / run_id}")
     say(f"results copied to {dest / run_id} (image {tag}, {image_id})")
     return dest / run_id
+
+
+def _put_run(target: Target, name: str, run_dir: Path) -> None:
+    """An unfinished run folder back into the container, owned by the image's harness user (uid 1000, see the
+    Dockerfiles) so that `harness run --resume` can add to it: a tar whose entries say so, through `docker cp -a`."""
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = HARNESS_UID
+        info.uname = info.gname = ""
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for parent in ("results", f"results/{target.name}"):  # docker cp would make missing parents root's
+            tar.addfile(_dir_entry(parent, owned))
+        tar.add(run_dir, arcname=f"results/{target.name}/{run_dir.name}", filter=owned)
+    docker(target, "cp", "-a", "-", f"{name}:{HOME}", stdin=buf.getvalue())
+
+
+def _dir_entry(path: str, owned) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(path)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return owned(info)

@@ -4,10 +4,6 @@ reached only through DOCKER_HOST: nothing may assume a local bind mount or the d
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,54 +11,17 @@ import pytest
 
 from harness.config import load_target
 from harness.container import image_tag
+from tests import engines
 from tests.cards import card_text, write_resnet20_cards
 from tests.conftest import run_cli
 
-DOCKERD = shutil.which("dockerd")
-BASE = "python:3.11-slim-bookworm"
-
-
-def _docker(*args, host=None, **kw):
-    env = {**os.environ, **({"DOCKER_HOST": host} if host else {})}
-    return subprocess.run(["docker", *args], capture_output=True, text=True, env=env, **kw)
-
-
-def _engine_ready(host=None) -> bool:
-    return shutil.which("docker") is not None and _docker("info", host=host).returncode == 0
+_docker, _engine_ready, BASE = engines.docker, engines.engine_ready, engines.BASE
 
 
 @pytest.fixture(scope="module")
 def second_engine(tmp_path_factory):
-    if DOCKERD is None or os.geteuid() != 0:
-        pytest.skip("needs root and dockerd to start a second engine")
-    if not _engine_ready() or _docker("image", "inspect", BASE).returncode != 0:
-        pytest.skip(f"needs the default engine with {BASE} (../shared/tools/dockerd-up and base-images)")
-    tempfile_dir = tmp_path_factory.mktemp("engine2")
-    root = Path(tempfile_dir)
-    sock = f"unix://{root}/docker.sock"
-    config = root / "daemon.json"
-    config.write_text(json.dumps({"bridge": "none", "iptables": False, "ip-masq": False,
-                                  "features": {"buildkit": True}}))
-    proc = subprocess.Popen([DOCKERD, "--host", sock, "--data-root", str(root / "data"), "--exec-root",
-                             f"/run/ptq-engine2-{os.getpid()}", "--pidfile", str(root / "docker.pid"),
-                             "--config-file", str(config)], stdout=open(root / "log", "w"), stderr=subprocess.STDOUT)
-    try:
-        for _ in range(60):
-            if _engine_ready(sock):
-                break
-            time.sleep(1)
-        else:
-            pytest.skip(f"the second engine did not start: {(root / 'log').read_text()[-500:]}")
-        save = subprocess.Popen(["docker", "save", BASE], stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "load"], stdin=save.stdout, capture_output=True, text=True,
-                              env={**os.environ, "DOCKER_HOST": sock})
-        save.wait()
-        assert load.returncode == 0, load.stderr
+    with engines.second_engine(tmp_path_factory.mktemp("engine2")) as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(tempfile_dir, ignore_errors=True)
 
 
 def test_container_flow_through_docker_host_only(second_engine, data_dir, tmp_path):

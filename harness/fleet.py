@@ -1,0 +1,277 @@
+"""Many container targets at once: `harness fleet run|render|collect`.
+
+`fleet run` runs each target's image through its own Docker engine (`[container] docker_host`, a Docker context,
+or the local engine), the engines concurrently. Targets on one engine take turns, said so: two benchmarks on one
+machine disturb each other's timings. Each target is `harness container run` in a process of its own, its output
+streamed with the target's name in front; a target that fails (engine unreachable, build or run failed) costs
+only itself. `fleet.json` (beside the runs, in results/fleets/<fleet id>/) says what each target did; the exit
+code is 0 when every target finished, 1 when some failed, 2 on bad input. `--resume` finishes the newest fleet of
+the same targets: finished targets are skipped, an unfinished run goes on with `harness run --resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.config import Target, load_target
+from harness.errors import UserError
+
+FLEET_SCHEMA_VERSION = 1
+_LOCK = threading.Lock()
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("fleet", help="run several container targets at once (Docker engines), or render "
+                       "Kubernetes Jobs for them")
+    fsub = p.add_subparsers(dest="action", required=True)
+    r = fsub.add_parser("run", help="run the targets concurrently, one engine each; `-- ARGS` go to harness run")
+    r.add_argument("--targets", required=True, help="comma list of container targets, e.g. x86-cpu,t4,a100")
+    r.add_argument("--results", default="results", help="results folder (default results/)")
+    r.add_argument("--resume", action="store_true", help="finish the newest fleet of these targets")
+    r.add_argument("args", nargs="*", help="after --: --data-dir DIR and `harness run` flags")
+    k = fsub.add_parser("render", help="write a Kubernetes Job per target (--kubernetes)")
+    k.add_argument("--kubernetes", action="store_true", required=True, help="render Kubernetes manifests")
+    k.add_argument("--targets", required=True, help="comma list of targets with a [kubernetes] table")
+    k.add_argument("-o", "--out", required=True, help="folder for the manifests (one YAML file per target)")
+    k.add_argument("--digest", action="append", default=[], metavar="TARGET=sha256:...",
+                   help="the pushed image's digest for a target (else read from the local engine's RepoDigests)")
+    k.add_argument("args", nargs="*", help="after --: `harness run` flags for the Job")
+    c = fsub.add_parser("collect", help="copy the Jobs' run folders back from the results volume (--kubernetes)")
+    c.add_argument("--kubernetes", action="store_true", required=True, help="collect from a cluster")
+    c.add_argument("--targets", required=True, help="comma list of targets with a [kubernetes] table")
+    c.add_argument("--results", default="results", help="results folder (default results/)")
+
+
+def pick_targets(spec: str, need: str = "container") -> list[Target]:
+    """--targets: distinct, known targets that have a [container] (and, to render, a [kubernetes]) table."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--targets {spec!r}: expected a comma list of targets, e.g. x86-cpu,t4")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"--targets {spec!r}: {', '.join(dup)} named twice")
+    targets = [load_target(n) for n in names]
+    for t in targets:
+        if not t.container:
+            raise UserError(f"--targets {t.name}: {t.path} has no [container] table, so it has no image to run")
+        if need == "kubernetes" and not t.kubernetes:
+            raise UserError(f"--targets {t.name}: {t.path} has no [kubernetes] table (namespace, data_pvc, "
+                            "results_pvc, ...): see the README, 'Running on several machines'")
+    return targets
+
+
+def engine_of(target: Target) -> str:
+    """Which Docker engine the target's commands reach (targets with the same one take turns)."""
+    c = target.container
+    if c.get("docker_host"):
+        return c["docker_host"]
+    if c.get("docker_context"):
+        return f"context {c['docker_context']}"
+    return os.environ.get("DOCKER_HOST") or "the local engine"
+
+
+def lanes(targets: list[Target]) -> list[list[Target]]:
+    """Targets grouped by engine, in the order given: each lane runs its targets one after another."""
+    out: dict[str, list[Target]] = {}
+    for t in targets:
+        out.setdefault(engine_of(t), []).append(t)
+    return list(out.values())
+
+
+class Record:
+    """fleet.json: one entry per target, rewritten whole (temp file + rename) at every change."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = path, data
+
+    @classmethod
+    def new(cls, results: Path, targets: list[Target], args: list[str]) -> Record:
+        fleet_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        folder = results / "fleets" / fleet_id
+        if folder.exists():
+            raise UserError(f"{folder}: a fleet with this id exists (started the same second); run again")
+        entries = {t.name: {"engine": engine_of(t), "status": "pending", "reason": None, "run": None,
+                            "wall_s": None} for t in targets}
+        data = {"schema_version": FLEET_SCHEMA_VERSION, "fleet_id": fleet_id, "args": args, "targets": entries}
+        return cls(folder / "fleet.json", data)
+
+    @classmethod
+    def newest(cls, results: Path, targets: list[Target]) -> Record:
+        names = sorted(t.name for t in targets)
+        for path in sorted((results / "fleets").glob("*/fleet.json"), reverse=True):
+            data = json.loads(path.read_text())
+            if data.get("schema_version") != FLEET_SCHEMA_VERSION:
+                raise UserError(f"{path}: key 'schema_version' = {data.get('schema_version')!r}: expected "
+                                f"{FLEET_SCHEMA_VERSION}")
+            if sorted(data["targets"]) == names:
+                return cls(path, data)
+        raise UserError(f"--resume: no fleet of {', '.join(names)} under {results / 'fleets'}")
+
+    def update(self, name: str, **fields) -> None:
+        with _LOCK:
+            self.data["targets"][name].update(fields)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+            os.replace(tmp, self.path)
+
+
+def say(name: str, line: str) -> None:
+    with _LOCK:
+        print(f"[{name}] {line}", flush=True)
+
+
+def _command(target: Target, results: Path, args: list[str], resume: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "harness", "container", "run", "--target", target.path, "--results", str(results)]
+    return cmd + (["--resume-run", resume] if resume else []) + ["--", *args]
+
+
+def run_target(target: Target, record: Record, results: Path, args: list[str]) -> None:
+    """`harness container run` for one target in a process of its own; its lines go out with the name in front."""
+    entry = record.data["targets"][target.name]
+    resume = entry["run"] if entry["status"] in ("running", "failed") and entry["run"] else None
+    record.update(target.name, status="running", reason=None)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_command(target, results, args, resume), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    last = ""
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            last = line
+            say(target.name, line)
+        if line.startswith("run folder: "):  # container run says where the run lives before it starts
+            record.update(target.name, run=line.split(": ", 1)[1])
+    code = proc.wait()
+    wall = round(time.perf_counter() - t0, 1)
+    if code == 0:
+        record.update(target.name, status="ok", wall_s=wall)
+    else:
+        record.update(target.name, status="failed", wall_s=wall, reason=last.removeprefix("harness: error: "))
+    say(target.name, f"{'finished' if code == 0 else 'FAILED'} in {wall:.0f} s")
+
+
+def run_lane(lane: list[Target], record: Record, results: Path, args: list[str]) -> None:
+    from harness import container
+
+    try:
+        info = container.docker(lane[0], "info", "--format", "{{.ServerVersion}}", check=False)
+        err = [ln for ln in (info.stderr or "").splitlines() if ln.strip()] if info.returncode else []
+        answered = info.returncode == 0
+    except UserError as exc:  # no docker CLI
+        answered, err = False, [str(exc)]
+    if not answered:  # every target of this engine fails, said once per target; the other lanes go on
+        reason = f"Docker engine {engine_of(lane[0])} does not answer: {err[-1] if err else 'no output'}"
+        for target in lane:
+            record.update(target.name, status="failed", reason=reason)
+            say(target.name, f"FAILED: {reason}")
+        return
+    for target in lane:
+        if record.data["targets"][target.name]["status"] == "ok":
+            say(target.name, f"finished in an earlier try: {record.data['targets'][target.name]['run']}")
+            continue
+        run_target(target, record, results, args)
+
+
+def cmd_fleet(args) -> int:
+    from harness.cli import _host_data, _split_data_dir
+
+    if args.action == "render":
+        data, rest = _split_data_dir(args.args)
+        if data:
+            raise UserError(f"--data-dir {data}: a Job reads its data from the target's kubernetes.data_pvc")
+        return render(pick_targets(args.targets, "kubernetes"), Path(args.out), args.digest, rest)
+    if args.action == "collect":
+        return collect(pick_targets(args.targets, "kubernetes"), Path(args.results))
+    targets = pick_targets(args.targets)
+    data, rest = _split_data_dir(args.args)
+    data = _host_data(data, "the host's data folder (containers run without network)")
+    results = Path(args.results)
+    record = Record.newest(results, targets) if args.resume else Record.new(results, targets, rest)
+    run_args = ["--data-dir", str(data), *(record.data["args"] if args.resume else rest)]
+    plan = lanes(targets)
+    for lane in plan:
+        if len(lane) > 1:
+            print(f"fleet: {', '.join(t.name for t in lane)} share {engine_of(lane[0])}: they run one after the "
+                  "other (two benchmarks on one machine disturb each other's timings)", flush=True)
+    print(f"fleet {record.data['fleet_id']}: {len(targets)} targets on {len(plan)} engines; {record.path}", flush=True)
+    threads = [threading.Thread(target=run_lane, args=(lane, record, results, run_args)) for lane in plan]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return finish(record)
+
+
+def finish(record: Record) -> int:
+    """Render the report of every finished target's run beside fleet.json; 0 all finished, 1 some failed."""
+    from harness.report import render as render_report
+
+    entries = record.data["targets"]
+    done = [Path(e["run"]) for e in entries.values() if e["status"] == "ok" and e["run"]]
+    if done:
+        md, _ = render_report(done, record.path.parent / "report")
+        print(f"fleet: report of {len(done)} targets in {md}")
+    failed = {n: e for n, e in entries.items() if e["status"] != "ok"}
+    for name, e in failed.items():
+        print(f"fleet: {name} failed: {e['reason']}", file=sys.stderr)
+    print(f"fleet: {len(entries) - len(failed)}/{len(entries)} targets finished; {record.path}")
+    return 1 if failed else 0
+
+
+def image_ref(target: Target, digests: dict[str, str]) -> str:
+    """registry@sha256:... from --digest, else from the local engine's record of the pushed image."""
+    from harness import container, k8s
+
+    registry = target.container["registry"]
+    digest = digests.get(target.name)
+    if digest is None:
+        tag = container.image_tag(target, container.base_image(target)[1])
+        repo = container.docker(target, "image", "inspect", "--format", "{{json .RepoDigests}}", tag, check=False)
+        found = [d for d in json.loads(repo.stdout or "[]") or [] if d.startswith(registry + "@")]
+        if not found:
+            raise UserError(f"target {target.name}: no pushed image of {tag} in {registry}; push it (docker tag "
+                            f"+ docker push) or pass --digest {target.name}=sha256:...")
+        digest = found[0].split("@", 1)[1]
+    if not k8s.DIGEST.match(digest):
+        raise UserError(f"--digest {target.name}={digest}: expected sha256: and 64 hex digits")
+    return f"{registry}@{digest}"
+
+
+def render(targets: list[Target], out: Path, digest_args: list[str], run_args: list[str]) -> int:
+    """One YAML file per target: its Job and the NetworkPolicy that closes its pods' network."""
+    import yaml
+
+    from harness import k8s
+
+    digests = {}
+    for item in digest_args:
+        name, sep, digest = item.partition("=")
+        if not sep or name not in {t.name for t in targets}:
+            raise UserError(f"--digest {item!r}: expected TARGET=sha256:... for one of the --targets")
+        digests[name] = digest
+    refs = {t.name: image_ref(t, digests) for t in targets}  # every input checked before anything is written
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    taken = [out / f"{t.name}.yaml" for t in targets if (out / f"{t.name}.yaml").exists()]
+    if taken:
+        raise UserError(f"{taken[0]}: exists; render into another folder (manifests are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        path = out / f"{t.name}.yaml"
+        docs = [k8s.job(t, refs[t.name], run_id, run_args), k8s.network_policy(t, run_id)]
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        print(f"wrote {path} (Job {docs[0]['metadata']['name']}, image {refs[t.name]})")
+    return 0
+
+
+def collect(targets: list[Target], results: Path) -> int:
+    from harness import k8s
+
+    return k8s.collect(targets, results)
