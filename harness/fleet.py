@@ -136,7 +136,8 @@ def _command(target: Target, results: Path, args: list[str], resume: str | None)
 def run_target(target: Target, record: Record, results: Path, args: list[str]) -> None:
     """`harness container run` for one target in a process of its own; its lines go out with the name in front."""
     entry = record.data["targets"][target.name]
-    resume = entry["run"] if entry["status"] in ("running", "failed") and entry["run"] else None
+    # a run that came back unfinished goes on; one that never came back to the host starts again
+    resume = entry["run"] if entry["run"] and (Path(entry["run"]) / "run.json").is_file() else None
     record.update(target.name, status="running", reason=None)
     t0 = time.perf_counter()
     proc = subprocess.Popen(_command(target, results, args, resume), stdout=subprocess.PIPE,
@@ -161,6 +162,12 @@ def run_target(target: Target, record: Record, results: Path, args: list[str]) -
 def run_lane(lane: list[Target], record: Record, results: Path, args: list[str]) -> None:
     from harness import container
 
+    todo = [t for t in lane if record.data["targets"][t.name]["status"] != "ok"]
+    for target in lane:
+        if target not in todo:
+            say(target.name, f"finished in an earlier try: {record.data['targets'][target.name]['run']}")
+    if not todo:
+        return
     try:
         info = container.docker(lane[0], "info", "--format", "{{.ServerVersion}}", check=False)
         err = [ln for ln in (info.stderr or "").splitlines() if ln.strip()] if info.returncode else []
@@ -169,14 +176,11 @@ def run_lane(lane: list[Target], record: Record, results: Path, args: list[str])
         answered, err = False, [str(exc)]
     if not answered:  # every target of this engine fails, said once per target; the other lanes go on
         reason = f"Docker engine {engine_of(lane[0])} does not answer: {err[-1] if err else 'no output'}"
-        for target in lane:
+        for target in todo:
             record.update(target.name, status="failed", reason=reason)
             say(target.name, f"FAILED: {reason}")
         return
-    for target in lane:
-        if record.data["targets"][target.name]["status"] == "ok":
-            say(target.name, f"finished in an earlier try: {record.data['targets'][target.name]['run']}")
-            continue
+    for target in todo:
         run_target(target, record, results, args)
 
 
@@ -202,7 +206,9 @@ def cmd_fleet(args) -> int:
             print(f"fleet: {', '.join(t.name for t in lane)} share {engine_of(lane[0])}: they run one after the "
                   "other (two benchmarks on one machine disturb each other's timings)", flush=True)
     print(f"fleet {record.data['fleet_id']}: {len(targets)} targets on {len(plan)} engines; {record.path}", flush=True)
-    threads = [threading.Thread(target=run_lane, args=(lane, record, results, run_args)) for lane in plan]
+    # daemon threads: on Ctrl-C the fleet stops; each `container run` child gets the signal and removes its container
+    threads = [threading.Thread(target=run_lane, args=(lane, record, results, run_args), daemon=True)
+               for lane in plan]
     for th in threads:
         th.start()
     for th in threads:
