@@ -152,7 +152,7 @@ def load_target(name_or_path: str) -> Target:
     _expect(isinstance(run, dict), where, "run", run, "a table")
     envs = _environments(raw.get("environments", {}), where, BACKENDS)
     container = _container(raw.get("container", {}), where)
-    kubernetes = k8s.parse(raw.get("kubernetes", {}), where)
+    kubernetes = k8s.parse(raw.get("kubernetes", {}), where, str(raw.get("name")))
     _expect(not kubernetes or bool(container.get("registry")), where, "container.registry",
             container.get("registry"), "a registry for the image (a [kubernetes] Job pulls it from there)")
     return Target(

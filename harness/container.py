@@ -8,7 +8,6 @@ and results come back with `docker cp` (no bind mounts), and runs use `--network
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -28,21 +27,21 @@ CONTEXT_ITEMS = ("pyproject.toml", "harness", "targets", "templates", "images")
 SECRET_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "TENSORRT_INDEX_URL")
 
 
-def docker(target: Target, *args: str, capture: bool = True, check: bool = True,
-           stdin: bytes | None = None) -> subprocess.CompletedProcess:
+def docker_env(target: Target) -> dict:
+    """The environment that points the Docker CLI at the target's engine."""
     env = dict(os.environ)
     if target.container.get("docker_host"):
         env["DOCKER_HOST"] = target.container["docker_host"]
     elif target.container.get("docker_context"):  # DOCKER_HOST would override the context: it goes
         env.pop("DOCKER_HOST", None)
         env["DOCKER_CONTEXT"] = target.container["docker_context"]
+    return env
+
+
+def docker(target: Target, *args: str, capture: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+    env = docker_env(target)
     try:
-        if stdin is not None:  # a tar for `docker cp -`: bytes in, the messages decoded after
-            proc = subprocess.run(["docker", *args], capture_output=True, input=stdin, env=env)
-            proc = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
-                                               proc.stderr.decode(errors="replace"))
-        else:
-            proc = subprocess.run(["docker", *args], capture_output=capture, text=True, env=env)
+        proc = subprocess.run(["docker", *args], capture_output=capture, text=True, env=env)
     except FileNotFoundError:
         raise UserError("docker: command not found; a container target needs the Docker CLI") from None
     if check and proc.returncode != 0:
@@ -177,7 +176,11 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
             docker(target, "cp", f"{folder}/.", f"{name}:{inner_folder}")
         if resume:
             _put_run(target, name, resume)
-        code = docker(target, "start", "-a", name, capture=False, check=False).returncode
+        try:
+            code = docker(target, "start", "-a", name, capture=False, check=False).returncode
+        except KeyboardInterrupt:  # stop it and bring back what it finished: --resume-run goes on from there
+            docker(target, "stop", name, check=False)
+            code = 130
         dest.mkdir(parents=True, exist_ok=True)
         if docker(target, "cp", f"{name}:{inner}", str(dest), check=False).returncode != 0:
             raise UserError(f"the container wrote no run folder {inner} (harness exited {code})")
@@ -191,18 +194,23 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
 
 def _put_run(target: Target, name: str, run_dir: Path) -> None:
     """An unfinished run folder back into the container, owned by the image's harness user (uid 1000, see the
-    Dockerfiles) so that `harness run --resume` can add to it: a tar whose entries say so, through `docker cp -a`."""
+    Dockerfiles) so that `harness run --resume` can add to it. The tar is streamed into `docker cp -`, whose
+    entries keep the uid they carry (not `-a`: that looks the image's user name up on the host; moby#34142)."""
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = HARNESS_UID
         info.uname = info.gname = ""
         return info
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    proc = subprocess.Popen(["docker", "cp", "-", f"{name}:{HOME}"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=docker_env(target))
+    with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:  # streamed: a run folder can hold GBs
         for parent in ("results", f"results/{target.name}"):  # docker cp would make missing parents root's
             tar.addfile(_dir_entry(parent, owned))
         tar.add(run_dir, arcname=f"results/{target.name}/{run_dir.name}", filter=owned)
-    docker(target, "cp", "-a", "-", f"{name}:{HOME}", stdin=buf.getvalue())
+    proc.stdin.close()
+    if proc.wait() != 0:
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise UserError(f"could not put {run_dir} back into the container: {err[-1] if err else 'docker cp failed'}")
 
 
 def _dir_entry(path: str, owned) -> tarfile.TarInfo:

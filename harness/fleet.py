@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from harness.errors import UserError
 
 FLEET_SCHEMA_VERSION = 1
 _LOCK = threading.Lock()
+_CHILDREN: list[subprocess.Popen] = []  # the running `container run` processes, told to stop on an interrupt
 
 
 def add_parser(sub) -> None:
@@ -138,16 +140,21 @@ def run_target(target: Target, record: Record, results: Path, args: list[str]) -
     entry = record.data["targets"][target.name]
     # a run that came back unfinished goes on; one that never came back to the host starts again
     resume = entry["run"] if entry["run"] and (Path(entry["run"]) / "run.json").is_file() else None
-    record.update(target.name, status="running", reason=None)
+    record.update(target.name, status="running", reason=None, engine=engine_of(target))
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_command(target, results, args, resume), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    last = ""
+    # unbuffered: the lines arrive as they are printed, and an error line comes after the lines before it
+    proc = subprocess.Popen(_command(target, results, args, resume), stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT, bufsize=1, errors="replace",
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _CHILDREN.append(proc)
+    last, error = "", None
     for line in proc.stdout:
         line = line.rstrip()
         if line:
             last = line
             say(target.name, line)
+        if line.startswith("harness: error: "):
+            error = line.removeprefix("harness: error: ")
         if line.startswith("run folder: "):  # container run says where the run lives before it starts
             record.update(target.name, run=line.split(": ", 1)[1])
     code = proc.wait()
@@ -155,33 +162,52 @@ def run_target(target: Target, record: Record, results: Path, args: list[str]) -
     if code == 0:
         record.update(target.name, status="ok", wall_s=wall)
     else:
-        record.update(target.name, status="failed", wall_s=wall, reason=last.removeprefix("harness: error: "))
+        record.update(target.name, status="failed", wall_s=wall, reason=error or f"exit {code}: {last}")
     say(target.name, f"{'finished' if code == 0 else 'FAILED'} in {wall:.0f} s")
 
 
-def run_lane(lane: list[Target], record: Record, results: Path, args: list[str]) -> None:
+def _engine_answers(target: Target) -> str | None:
+    """None when the target's Docker engine answers, else why not."""
     from harness import container
 
+    try:
+        info = container.docker(target, "info", "--format", "{{.ServerVersion}}", check=False)
+    except UserError as exc:  # no docker CLI
+        return str(exc)
+    if info.returncode == 0:
+        return None
+    err = [ln for ln in (info.stderr or "").splitlines() if ln.strip()]
+    return f"Docker engine {engine_of(target)} does not answer: {err[-1] if err else 'no output'}"
+
+
+def run_lane(lane: list[Target], record: Record, results: Path, args: list[str]) -> None:
     todo = [t for t in lane if record.data["targets"][t.name]["status"] != "ok"]
     for target in lane:
         if target not in todo:
             say(target.name, f"finished in an earlier try: {record.data['targets'][target.name]['run']}")
-    if not todo:
-        return
-    try:
-        info = container.docker(lane[0], "info", "--format", "{{.ServerVersion}}", check=False)
-        err = [ln for ln in (info.stderr or "").splitlines() if ln.strip()] if info.returncode else []
-        answered = info.returncode == 0
-    except UserError as exc:  # no docker CLI
-        answered, err = False, [str(exc)]
-    if not answered:  # every target of this engine fails, said once per target; the other lanes go on
-        reason = f"Docker engine {engine_of(lane[0])} does not answer: {err[-1] if err else 'no output'}"
-        for target in todo:
-            record.update(target.name, status="failed", reason=reason)
-            say(target.name, f"FAILED: {reason}")
-        return
+    reason = _engine_answers(todo[0]) if todo else None
     for target in todo:
-        run_target(target, record, results, args)
+        if reason:  # every target of this engine fails, said once per target; the other lanes go on
+            record.update(target.name, status="failed", reason=reason, engine=engine_of(target))
+            say(target.name, f"FAILED: {reason}")
+            continue
+        try:
+            run_target(target, record, results, args)
+        except Exception as exc:  # noqa: BLE001 - one target's surprise must not end its lane or leave it 'running'
+            record.update(target.name, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            say(target.name, f"FAILED: {type(exc).__name__}: {exc}")
+
+
+def _stop_children() -> None:
+    """Interrupted: each `container run` stops its container and copies back what it finished (then --resume)."""
+    for proc in _CHILDREN:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in _CHILDREN:
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def cmd_fleet(args) -> int:
@@ -191,7 +217,9 @@ def cmd_fleet(args) -> int:
         data, rest = _split_data_dir(args.args)
         if data:
             raise UserError(f"--data-dir {data}: a Job reads its data from the target's kubernetes.data_pvc")
-        return render(pick_targets(args.targets, "kubernetes"), Path(args.out), args.digest, rest)
+        from harness import k8s
+
+        return k8s.render(pick_targets(args.targets, "kubernetes"), Path(args.out), args.digest, rest)
     if args.action == "collect":
         return collect(pick_targets(args.targets, "kubernetes"), Path(args.results))
     targets = pick_targets(args.targets)
@@ -199,7 +227,10 @@ def cmd_fleet(args) -> int:
     data = _host_data(data, "the host's data folder (containers run without network)")
     results = Path(args.results)
     record = Record.newest(results, targets) if args.resume else Record.new(results, targets, rest)
-    run_args = ["--data-dir", str(data), *(record.data["args"] if args.resume else rest)]
+    if args.resume and rest and rest != record.data["args"]:
+        raise UserError(f"--resume: the fleet ran with `-- {' '.join(record.data['args'])}`; a resumed fleet "
+                        f"keeps its settings (give only --data-dir), not `-- {' '.join(rest)}`")
+    run_args = ["--data-dir", str(data), *record.data["args"]]
     plan = lanes(targets)
     for lane in plan:
         if len(lane) > 1:
@@ -209,10 +240,16 @@ def cmd_fleet(args) -> int:
     # daemon threads: on Ctrl-C the fleet stops; each `container run` child gets the signal and removes its container
     threads = [threading.Thread(target=run_lane, args=(lane, record, results, run_args), daemon=True)
                for lane in plan]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM from CI or a scheduler: as Ctrl-C
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            while th.is_alive():
+                th.join(timeout=1.0)  # a bare join() would not see Ctrl-C until the thread ended
+    except KeyboardInterrupt:
+        _stop_children()
+        raise
     return finish(record)
 
 
@@ -221,7 +258,8 @@ def finish(record: Record) -> int:
     from harness.report import render as render_report
 
     entries = record.data["targets"]
-    done = [Path(e["run"]) for e in entries.values() if e["status"] == "ok" and e["run"]]
+    done = [Path(e["run"]) for e in entries.values()
+            if e["status"] == "ok" and e["run"] and (Path(e["run"]) / "run.json").is_file()]
     if done:
         md, _ = render_report(done, record.path.parent / "report")
         print(f"fleet: report of {len(done)} targets in {md}")
@@ -230,51 +268,6 @@ def finish(record: Record) -> int:
         print(f"fleet: {name} failed: {e['reason']}", file=sys.stderr)
     print(f"fleet: {len(entries) - len(failed)}/{len(entries)} targets finished; {record.path}")
     return 1 if failed else 0
-
-
-def image_ref(target: Target, digests: dict[str, str]) -> str:
-    """registry@sha256:... from --digest, else from the local engine's record of the pushed image."""
-    from harness import container, k8s
-
-    registry = target.container["registry"]
-    digest = digests.get(target.name)
-    if digest is None:
-        tag = container.image_tag(target, container.base_image(target)[1])
-        repo = container.docker(target, "image", "inspect", "--format", "{{json .RepoDigests}}", tag, check=False)
-        found = [d for d in json.loads(repo.stdout or "[]") or [] if d.startswith(registry + "@")]
-        if not found:
-            raise UserError(f"target {target.name}: no pushed image of {tag} in {registry}; push it (docker tag "
-                            f"+ docker push) or pass --digest {target.name}=sha256:...")
-        digest = found[0].split("@", 1)[1]
-    if not k8s.DIGEST.match(digest):
-        raise UserError(f"--digest {target.name}={digest}: expected sha256: and 64 hex digits")
-    return f"{registry}@{digest}"
-
-
-def render(targets: list[Target], out: Path, digest_args: list[str], run_args: list[str]) -> int:
-    """One YAML file per target: its Job and the NetworkPolicy that closes its pods' network."""
-    import yaml
-
-    from harness import k8s
-
-    digests = {}
-    for item in digest_args:
-        name, sep, digest = item.partition("=")
-        if not sep or name not in {t.name for t in targets}:
-            raise UserError(f"--digest {item!r}: expected TARGET=sha256:... for one of the --targets")
-        digests[name] = digest
-    refs = {t.name: image_ref(t, digests) for t in targets}  # every input checked before anything is written
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    taken = [out / f"{t.name}.yaml" for t in targets if (out / f"{t.name}.yaml").exists()]
-    if taken:
-        raise UserError(f"{taken[0]}: exists; render into another folder (manifests are never overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
-    for t in targets:
-        path = out / f"{t.name}.yaml"
-        docs = [k8s.job(t, refs[t.name], run_id, run_args), k8s.network_policy(t, run_id)]
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        print(f"wrote {path} (Job {docs[0]['metadata']['name']}, image {refs[t.name]})")
-    return 0
 
 
 def collect(targets: list[Target], results: Path) -> int:

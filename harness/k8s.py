@@ -9,16 +9,23 @@ which `harness fleet collect --kubernetes` copies them back.
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.errors import expect
+from harness.errors import UserError, expect
+
+if TYPE_CHECKING:  # config imports this module to parse [kubernetes]
+    from harness.config import Target
 
 API = "batch/v1"
 LABEL = "app.kubernetes.io/name"
 DATA, RESULTS = "/data", "/results"
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # DNS-1123 label
 _LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _REGISTRY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}$")
 _KEYS = {"namespace": str, "node_selector": dict, "gpu_products": list, "cpu": str, "memory": str,
@@ -42,11 +49,14 @@ def registry_ok(value: str) -> bool:
     return bool(_REGISTRY.match(value))
 
 
-def parse(raw, where: str) -> dict:
+def parse(raw, where: str, name: str) -> dict:
     """Validate a target's [kubernetes] table; {} when the target has none."""
     expect(isinstance(raw, dict), where, "kubernetes", raw, "a table")
     if not raw:
         return {}
+    # the name goes into Job, pod and label names: a DNS-1123 label, short enough to leave room for the run id
+    expect(bool(_NAME.match(name)) and len(name) <= 42, where, "name", name,
+           "for a target with [kubernetes]: lowercase letters, digits and '-', at most 42 characters")
     for key, value in raw.items():
         expect(key in _KEYS, where, f"kubernetes.{key}", value, f"one of {sorted(_KEYS)}")
         kind = _KEYS[key]
@@ -62,9 +72,11 @@ def parse(raw, where: str) -> dict:
     for value in out["gpu_products"]:
         expect(isinstance(value, str) and value and label_value_ok(value), where, "kubernetes.gpu_products",
                value, "label values as GPU Feature Discovery sets nvidia.com/gpu.product (e.g. 'Tesla-T4')")
-    for key in ("cpu", "memory"):
-        expect(key not in out or bool(_QUANTITY.match(out[key])), where, f"kubernetes.{key}", out.get(key),
-               "a Kubernetes quantity such as '8', '500m' or '32Gi'")
+    # both, requests = limits: the Guaranteed QoS class; whole cores (an integer cpu) for the static CPU manager
+    expect(bool(re.fullmatch(r"[1-9]\d*", out.get("cpu", ""))), where, "kubernetes.cpu", out.get("cpu"),
+           "a whole number of cores as a string, e.g. '8'")
+    expect(bool(_QUANTITY.match(out.get("memory", ""))), where, "kubernetes.memory", out.get("memory"),
+           "a Kubernetes quantity such as '32Gi'")
     expect(out["deadline_s"] > 0, where, "kubernetes.deadline_s", out["deadline_s"], "a positive number of seconds")
     for key in ("data_pvc", "results_pvc"):
         expect(bool(_NAME.match(out.get(key, ""))), where, f"kubernetes.{key}", out.get(key),
@@ -80,7 +92,7 @@ def _resources(k8s: dict, gpus: int):
     from kubernetes import client
 
     # requests = limits: the Guaranteed QoS class, so a CPU benchmark gets whole cores (static CPU manager)
-    amounts = {k: k8s[k] for k in ("cpu", "memory") if k in k8s}
+    amounts = {"cpu": k8s["cpu"], "memory": k8s["memory"]}
     if gpus:
         amounts["nvidia.com/gpu"] = str(gpus)
     return client.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
@@ -119,7 +131,9 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[main], node_selector=k8s["node_selector"] or None,
         affinity=_affinity(k8s), automount_service_account_token=False, enable_service_links=False,
-        security_context=client.V1PodSecurityContext(run_as_non_root=True, fs_group=1000),
+        # the results volume must be writable by uid 1000; OnRootMismatch: no recursive chown at every start
+        security_context=client.V1PodSecurityContext(run_as_non_root=True, fs_group=1000,
+                                                     fs_group_change_policy="OnRootMismatch"),
         tolerations=[client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
         if gpus else None,
         volumes=[client.V1Volume(name="data", persistent_volume_claim=pvc(claim_name=k8s["data_pvc"],
@@ -145,33 +159,72 @@ def network_policy(target, run_id: str) -> dict:
     return client.ApiClient().sanitize_for_serialization(body)
 
 
+def image_ref(target: Target, digests: dict[str, str]) -> str:
+    """registry@sha256:... from --digest, else from the local engine's record of the pushed image."""
+    from harness import container
+
+    registry = target.container["registry"]
+    digest = digests.get(target.name)
+    if digest is None:
+        tag = container.image_tag(target, container.base_image(target)[1])
+        repo = container.docker(target, "image", "inspect", "--format", "{{json .RepoDigests}}", tag, check=False)
+        found = [d for d in json.loads(repo.stdout.strip() or "[]") or [] if d.startswith(registry + "@")]
+        if not found:
+            raise UserError(f"target {target.name}: no pushed image of {tag} in {registry}; push it (docker tag "
+                            f"+ docker push) or pass --digest {target.name}=sha256:...")
+        digest = found[0].split("@", 1)[1]
+    if not DIGEST.match(digest):
+        raise UserError(f"--digest {target.name}={digest}: expected sha256: and 64 hex digits")
+    return f"{registry}@{digest}"
+
+
+def render(targets: list[Target], out: Path, digest_args: list[str], run_args: list[str]) -> int:
+    """One YAML file per target: its Job and the NetworkPolicy that closes its pods' network."""
+    import yaml
+
+    digests = {}
+    for item in digest_args:
+        name, sep, digest = item.partition("=")
+        if not sep or name not in {t.name for t in targets}:
+            raise UserError(f"--digest {item!r}: expected TARGET=sha256:... for one of the --targets")
+        digests[name] = digest
+    refs = {t.name: image_ref(t, digests) for t in targets}  # every input checked before anything is written
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    taken = [out / f"{t.name}.yaml" for t in targets if (out / f"{t.name}.yaml").exists()]
+    if taken:
+        raise UserError(f"{taken[0]}: exists; render into another folder (manifests are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        path = out / f"{t.name}.yaml"
+        docs = [job(t, refs[t.name], run_id, run_args), network_policy(t, run_id)]
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        print(f"wrote {path} (Job {docs[0]['metadata']['name']}, image {refs[t.name]})")
+    return 0
+
+
 def helper_pod(target, name: str) -> dict:
     """A pod that only holds the results volume (read-only) for `fleet collect` to read with tar."""
     from kubernetes import client
 
     k8s = target.kubernetes
     lock = client.V1SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
-                                    capabilities=client.V1Capabilities(drop=["ALL"]))
+                                    capabilities=client.V1Capabilities(drop=["ALL"]),
+                                    seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
     box = client.V1Container(name="collect", image="busybox:1.36", command=["sleep", "3600"], security_context=lock,
                              volume_mounts=[client.V1VolumeMount(name="results", mount_path=RESULTS, read_only=True)])
     pod = client.V1Pod(api_version="v1", kind="Pod", metadata=client.V1ObjectMeta(
-        name=name, namespace=k8s["namespace"], labels={LABEL: "ptq-harness-collect"}), spec=client.V1PodSpec(
+        generate_name=name, namespace=k8s["namespace"], labels={LABEL: "ptq-harness-collect"}), spec=client.V1PodSpec(
         restart_policy="Never", containers=[box], automount_service_account_token=False, volumes=[client.V1Volume(
             name="results", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                 claim_name=k8s["results_pvc"], read_only=True))]))
     return client.ApiClient().sanitize_for_serialization(pod)
 
 
-def collect(targets, results) -> int:
+def collect(targets, results: Path) -> int:
     """Copy /results/<target>/ from each target's results volume into results/<target>/ (tar through exec, as
     kubectl cp does), then render the report. Needs a kubeconfig; never run against a cluster by the tests."""
-    import io
-    import tarfile
-
     from kubernetes import client, config
-    from kubernetes.stream import stream
 
-    from harness.errors import UserError
     from harness.report import render as render_report
 
     try:
@@ -180,27 +233,41 @@ def collect(targets, results) -> int:
         raise UserError(f"fleet collect --kubernetes: no usable kubeconfig ({' '.join(str(exc).split())})") from None
     api = client.CoreV1Api()
     for t in targets:
-        name, ns = f"ptq-collect-{t.name}", t.kubernetes["namespace"]
-        api.create_namespaced_pod(ns, helper_pod(t, name))
         try:
-            _wait_running(api, name, ns)
-            resp = stream(api.connect_get_namespaced_pod_exec, name, ns, command=["tar", "cf", "-", "-C", RESULTS,
-                          t.name], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
-                          binary=True)
-            with tarfile.open(fileobj=io.BytesIO(_drain(resp))) as tar:
-                tar.extractall(results, filter="data")  # no absolute paths or links out of results/
-        finally:
-            api.delete_namespaced_pod(name, ns)
-        print(f"collected {results / t.name} from {ns}/{t.kubernetes['results_pvc']}")
+            _collect_one(api, t, results)
+        except client.ApiException as exc:
+            raise UserError(f"fleet collect {t.name}: the cluster refused ({exc.status} {exc.reason})") from None
+        print(f"collected {results / t.name} from {t.kubernetes['namespace']}/{t.kubernetes['results_pvc']}")
     md, _ = render_report([results / t.name for t in targets], results)
     print(f"wrote {md}")
     return 0
 
 
+def _collect_one(api, target, results: Path) -> None:
+    import io
+    import tarfile
+
+    from kubernetes.stream import stream
+
+    ns = target.kubernetes["namespace"]
+    name = api.create_namespaced_pod(ns, helper_pod(target, f"ptq-collect-{target.name}-")).metadata.name
+    try:
+        _wait_running(api, name, ns)
+        resp = stream(api.connect_get_namespaced_pod_exec, name, ns, command=["tar", "cf", "-", "-C", RESULTS,
+                      target.name], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+                      binary=True)
+        data = _drain(resp)
+        if resp.returncode:
+            raise UserError(f"fleet collect {target.name}: tar in the helper pod exited {resp.returncode} (no "
+                            f"{RESULTS}/{target.name} on {target.kubernetes['results_pvc']}: did its Job run?)")
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(results, filter="data")  # no absolute paths or links out of results/
+    finally:
+        api.delete_namespaced_pod(name, ns)
+
+
 def _wait_running(api, name: str, ns: str, timeout_s: float = 300.0) -> None:
     import time
-
-    from harness.errors import UserError
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

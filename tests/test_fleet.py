@@ -102,6 +102,46 @@ def test_a_bad_kubernetes_target_is_one_line_and_exit_2(tmp_path, change, fragme
     assert not (tmp_path / "k8s").exists()  # nothing written
 
 
+def test_a_kubernetes_target_needs_a_name_a_cluster_accepts(tmp_path):
+    text = (REPO_ROOT / "targets" / "t4.toml").read_text().replace('name = "t4"', 'name = "T4_box"')
+    env = _target_dir(tmp_path, "T4_box", text)
+    _assert_user_error(_render(tmp_path / "k8s", "T4_box", env), "key 'name' = 'T4_box'", "at most 42 characters")
+
+
+def test_a_target_that_fails_or_raises_costs_only_itself(tmp_path, monkeypatch):
+    """The reason is the child's error line even after later output; an exception inside a lane fails that
+    target only, and the lane goes on to the next target."""
+    import subprocess
+    import sys
+
+    from harness import container, fleet
+
+    folder = tmp_path / "targets"
+    smoke = (REPO_ROOT / "targets" / "smoke.toml").read_text()
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.toml").write_text(smoke.replace('name = "smoke"', f'name = "{name}"'))
+    targets = [load_target(str(folder / f"{n}.toml")) for n in "abc"]
+    child = {"a": "import sys; print('run folder: nowhere'); print('harness: error: the build failed', "
+                  "file=sys.stderr); print('cleaning up'); sys.exit(2)",
+             "c": "print('run folder: elsewhere'); print('done')"}
+
+    def command(target, results, args, resume):
+        if target.name == "b":
+            raise OSError("no such interpreter")
+        return [sys.executable, "-c", child[target.name]]
+
+    monkeypatch.setattr(fleet, "_command", command)
+    monkeypatch.setattr(container, "docker", lambda *a, **k: subprocess.CompletedProcess(a, 0, "27.0", ""))
+    record = fleet.Record.new(tmp_path / "results", targets, [])
+    fleet.run_lane(targets, record, tmp_path / "results", [])
+    got = {n: (e["status"], e["reason"], e["run"]) for n, e in record.data["targets"].items()}
+    assert got == {"a": ("failed", "the build failed", "nowhere"), "b": ("failed", "OSError: no such interpreter",
+                                                                      None), "c": ("ok", None, "elsewhere")}
+    assert json.loads(record.path.read_text())["targets"] == record.data["targets"]  # on disk as in memory
+    assert fleet.finish(record) == 1
+
+
 @pytest.mark.parametrize("targets, fragments", [
     ("x86-cpu,nosuch", ["target 'nosuch': no file", "expected one of"]),
     ("x86-cpu,local", ["--targets local", "no [container] table"]),
