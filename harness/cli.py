@@ -12,6 +12,7 @@ from pathlib import Path
 from harness import crosscheck, fleet
 from harness.config import PRECISIONS, load_target
 from harness.container_cards import take_option
+from harness.data import fetching
 from harness.errors import UserError
 from harness.recipe import METHODS, SELECTIONS
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--threshold", type=float, default=0.10, help="latency change that counts (default 0.10)")
     crosscheck.add_parser(sub)
     fleet.add_parser(sub)
+    fetching.add_parser(sub)
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "env": cmd_env, "report": cmd_report,
                 "container": cmd_container, "compare": cmd_compare,
                 "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck,
-                "fleet": fleet.cmd_fleet}[args.command](args)
+                "fleet": fleet.cmd_fleet, "fetch-data": fetching.cmd_fetch_data}[args.command](args)
     except UserError as exc:
         print("harness: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
         return 2

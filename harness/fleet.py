@@ -217,9 +217,9 @@ def cmd_fleet(args) -> int:
         data, rest = _split_data_dir(args.args)
         if data:
             raise UserError(f"--data-dir {data}: a Job reads its data from the target's kubernetes.data_pvc")
-        from harness import k8s
+        from harness import k8s_io
 
-        return k8s.render(pick_targets(args.targets, "kubernetes"), Path(args.out), args.digest, rest)
+        return k8s_io.render(pick_targets(args.targets, "kubernetes"), Path(args.out), args.digest, rest)
     if args.action == "collect":
         return collect(pick_targets(args.targets, "kubernetes"), Path(args.results))
     targets = pick_targets(args.targets)
@@ -271,6 +271,6 @@ def finish(record: Record) -> int:
 
 
 def collect(targets: list[Target], results: Path) -> int:
-    from harness import k8s
+    from harness import k8s_io
 
-    return k8s.collect(targets, results)
+    return k8s_io.collect(targets, results)

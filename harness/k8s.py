@@ -9,16 +9,13 @@ which `harness fleet collect --kubernetes` copies them back.
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import UserError, expect
+from harness.errors import expect
 
 if TYPE_CHECKING:  # config imports this module to parse [kubernetes]
-    from harness.config import Target
+    pass
 
 API = "batch/v1"
 LABEL = "app.kubernetes.io/name"
@@ -29,7 +26,7 @@ _QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _REGISTRY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}$")
 _KEYS = {"namespace": str, "node_selector": dict, "gpu_products": list, "cpu": str, "memory": str,
-         "data_pvc": str, "results_pvc": str, "deadline_s": int}
+         "data_pvc": str, "data_fetch": bool, "data_mirror": str, "results_pvc": str, "deadline_s": int}
 DEFAULTS = {"namespace": "ptq-harness", "node_selector": {}, "gpu_products": [], "deadline_s": 86400}
 
 
@@ -78,9 +75,13 @@ def parse(raw, where: str, name: str) -> dict:
     expect(bool(_QUANTITY.match(out.get("memory", ""))), where, "kubernetes.memory", out.get("memory"),
            "a Kubernetes quantity such as '32Gi'")
     expect(out["deadline_s"] > 0, where, "kubernetes.deadline_s", out["deadline_s"], "a positive number of seconds")
+    expect(("data_pvc" in out) != bool(out.get("data_fetch")), where, "kubernetes.data_pvc", out.get("data_pvc"),
+           "exactly one source of data: data_pvc (a PersistentVolumeClaim) or data_fetch = true")
+    expect(not out.get("data_mirror") or out["data_mirror"].startswith(("http://", "https://")), where,
+           "kubernetes.data_mirror", out.get("data_mirror"), "an http(s):// URL")
     for key in ("data_pvc", "results_pvc"):
-        expect(bool(_NAME.match(out.get(key, ""))), where, f"kubernetes.{key}", out.get(key),
-               "the name of a PersistentVolumeClaim in that namespace")
+        expect(key == "data_pvc" and "data_pvc" not in out or bool(_NAME.match(out.get(key, ""))), where,
+               f"kubernetes.{key}", out.get(key), "the name of a PersistentVolumeClaim in that namespace")
     return out
 
 
@@ -136,8 +137,8 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
                                                      fs_group_change_policy="OnRootMismatch"),
         tolerations=[client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
         if gpus else None,
-        volumes=[client.V1Volume(name="data", persistent_volume_claim=pvc(claim_name=k8s["data_pvc"],
-                                                                           read_only=True)),
+        init_containers=[_fetcher(target, image, lock)] if k8s.get("data_fetch") else None,
+        volumes=[_data_volume(k8s),
                  client.V1Volume(name="results", persistent_volume_claim=pvc(claim_name=k8s["results_pvc"]))])
     spec = client.V1JobSpec(backoff_limit=0, active_deadline_seconds=k8s["deadline_s"],
                             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod))
@@ -146,8 +147,29 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
     return client.ApiClient().sanitize_for_serialization(body)
 
 
+def _data_volume(k8s: dict):
+    from kubernetes import client
+
+    if k8s.get("data_fetch"):  # filled by the init container, read-only to the benchmark
+        return client.V1Volume(name="data", empty_dir=client.V1EmptyDirVolumeSource())
+    return client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
+        claim_name=k8s["data_pvc"], read_only=True))
+
+
+def _fetcher(target, image: str, lock):
+    """The init container: `harness fetch-data` (checksummed downloads, or a mirror) into the data volume."""
+    from kubernetes import client
+
+    env = [client.V1EnvVar(name="PTQ_HARNESS_MIRROR", value=target.kubernetes["data_mirror"])] \
+        if target.kubernetes.get("data_mirror") else None
+    return client.V1Container(name="fetch-data", image=image, security_context=lock, env=env,
+                              command=["harness", "fetch-data", "--data-dir", DATA, "--target", target.name],
+                              volume_mounts=[client.V1VolumeMount(name="data", mount_path=DATA)])
+
+
 def network_policy(target, run_id: str) -> dict:
-    """No traffic in or out of the Job's pods: the nearest Kubernetes has to `docker run --network none`."""
+    """No traffic in or out of the Job's pods: the nearest Kubernetes has to `docker run --network none`. With
+    data_fetch the init container downloads, and a policy covers the whole pod: then only ingress is closed."""
     from kubernetes import client
 
     pods = client.V1LabelSelector(match_labels={"ptq-harness/run": run_id.lower(),
@@ -155,51 +177,10 @@ def network_policy(target, run_id: str) -> dict:
     body = client.V1NetworkPolicy(
         api_version="networking.k8s.io/v1", kind="NetworkPolicy",
         metadata=client.V1ObjectMeta(name=job_name(target.name, run_id), namespace=target.kubernetes["namespace"]),
-        spec=client.V1NetworkPolicySpec(pod_selector=pods, policy_types=["Ingress", "Egress"], ingress=[], egress=[]))
+        spec=client.V1NetworkPolicySpec(pod_selector=pods, ingress=[], **(
+            {"policy_types": ["Ingress"]} if target.kubernetes.get("data_fetch")
+            else {"policy_types": ["Ingress", "Egress"], "egress": []})))
     return client.ApiClient().sanitize_for_serialization(body)
-
-
-def image_ref(target: Target, digests: dict[str, str]) -> str:
-    """registry@sha256:... from --digest, else from the local engine's record of the pushed image."""
-    from harness import container
-
-    registry = target.container["registry"]
-    digest = digests.get(target.name)
-    if digest is None:
-        tag = container.image_tag(target, container.base_image(target)[1])
-        repo = container.docker(target, "image", "inspect", "--format", "{{json .RepoDigests}}", tag, check=False)
-        found = [d for d in json.loads(repo.stdout.strip() or "[]") or [] if d.startswith(registry + "@")]
-        if not found:
-            raise UserError(f"target {target.name}: no pushed image of {tag} in {registry}; push it (docker tag "
-                            f"+ docker push) or pass --digest {target.name}=sha256:...")
-        digest = found[0].split("@", 1)[1]
-    if not DIGEST.match(digest):
-        raise UserError(f"--digest {target.name}={digest}: expected sha256: and 64 hex digits")
-    return f"{registry}@{digest}"
-
-
-def render(targets: list[Target], out: Path, digest_args: list[str], run_args: list[str]) -> int:
-    """One YAML file per target: its Job and the NetworkPolicy that closes its pods' network."""
-    import yaml
-
-    digests = {}
-    for item in digest_args:
-        name, sep, digest = item.partition("=")
-        if not sep or name not in {t.name for t in targets}:
-            raise UserError(f"--digest {item!r}: expected TARGET=sha256:... for one of the --targets")
-        digests[name] = digest
-    refs = {t.name: image_ref(t, digests) for t in targets}  # every input checked before anything is written
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    taken = [out / f"{t.name}.yaml" for t in targets if (out / f"{t.name}.yaml").exists()]
-    if taken:
-        raise UserError(f"{taken[0]}: exists; render into another folder (manifests are never overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
-    for t in targets:
-        path = out / f"{t.name}.yaml"
-        docs = [job(t, refs[t.name], run_id, run_args), network_policy(t, run_id)]
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        print(f"wrote {path} (Job {docs[0]['metadata']['name']}, image {refs[t.name]})")
-    return 0
 
 
 def helper_pod(target, name: str) -> dict:
@@ -218,74 +199,3 @@ def helper_pod(target, name: str) -> dict:
             name="results", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                 claim_name=k8s["results_pvc"], read_only=True))]))
     return client.ApiClient().sanitize_for_serialization(pod)
-
-
-def collect(targets, results: Path) -> int:
-    """Copy /results/<target>/ from each target's results volume into results/<target>/ (tar through exec, as
-    kubectl cp does), then render the report. Needs a kubeconfig; never run against a cluster by the tests."""
-    from kubernetes import client, config
-
-    from harness.report import render as render_report
-
-    try:
-        config.load_kube_config()
-    except Exception as exc:  # noqa: BLE001 - the client raises several types for a missing/broken kubeconfig
-        raise UserError(f"fleet collect --kubernetes: no usable kubeconfig ({' '.join(str(exc).split())})") from None
-    api = client.CoreV1Api()
-    for t in targets:
-        try:
-            _collect_one(api, t, results)
-        except client.ApiException as exc:
-            raise UserError(f"fleet collect {t.name}: the cluster refused ({exc.status} {exc.reason})") from None
-        print(f"collected {results / t.name} from {t.kubernetes['namespace']}/{t.kubernetes['results_pvc']}")
-    md, _ = render_report([results / t.name for t in targets], results)
-    print(f"wrote {md}")
-    return 0
-
-
-def _collect_one(api, target, results: Path) -> None:
-    import io
-    import tarfile
-
-    from kubernetes.stream import stream
-
-    ns = target.kubernetes["namespace"]
-    name = api.create_namespaced_pod(ns, helper_pod(target, f"ptq-collect-{target.name}-")).metadata.name
-    try:
-        _wait_running(api, name, ns)
-        resp = stream(api.connect_get_namespaced_pod_exec, name, ns, command=["tar", "cf", "-", "-C", RESULTS,
-                      target.name], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
-                      binary=True)
-        data = _drain(resp)
-        if resp.returncode:
-            raise UserError(f"fleet collect {target.name}: tar in the helper pod exited {resp.returncode} (no "
-                            f"{RESULTS}/{target.name} on {target.kubernetes['results_pvc']}: did its Job run?)")
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(results, filter="data")  # no absolute paths or links out of results/
-    finally:
-        api.delete_namespaced_pod(name, ns)
-
-
-def _wait_running(api, name: str, ns: str, timeout_s: float = 300.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        phase = api.read_namespaced_pod(name, ns).status.phase
-        if phase == "Running":
-            return
-        if phase in ("Failed", "Succeeded"):
-            break
-        time.sleep(2)
-    raise UserError(f"fleet collect: pod {ns}/{name} did not start (phase {phase}); is the results volume bound?")
-
-
-def _drain(resp) -> bytes:
-    """Everything the exec'd tar writes to stdout, until it exits."""
-    chunks = []
-    while resp.is_open():
-        resp.update(timeout=5)
-        if resp.peek_stdout():
-            chunks.append(resp.read_stdout())
-    resp.close()
-    return b"".join(chunks)

@@ -102,3 +102,37 @@ def test_corrupt_or_missing_data_is_a_user_error(tmp_path):
     (tmp_path / "cifar10_test.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="cifar10_test.npz"):
         load_split(tmp_path, "test")
+
+
+def test_fetch_data_fills_a_data_folder_from_a_mirror_checked_against_the_published_sums(data_dir, tmp_path):
+    """`harness fetch-data` (a Kubernetes init container's command) with PTQ_HARNESS_MIRROR: the weights come by
+    name from the mirror into the --data-dir layout, checked against the published sha256; a mirror serving
+    another file under that name is one line, exit 2, and leaves nothing behind."""
+    import shutil
+
+    from harness.models import ZOO
+    from tests.conftest import run_cli
+
+    spec = ZOO["resnet20"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(data_dir / spec.subdir / spec.filename, mirror / spec.url.rsplit("/", 1)[-1])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"PTQ_HARNESS_MIRROR": f"http://127.0.0.1:{server.server_port}/"}
+    try:
+        for folder in ("good", "bad"):  # CIFAR-10 already there (the npz): only the weights travel
+            (tmp_path / folder).mkdir()
+            for name in ("cifar10_test.npz", "cifar10_train_subset.npz"):
+                (tmp_path / folder / name).symlink_to(data_dir / name)
+        proc = run_cli("fetch-data", "--data-dir", str(tmp_path / "good"), "--models", "resnet20", env=env)
+        assert proc.returncode == 0, proc.stderr
+        got = tmp_path / "good" / spec.subdir / spec.filename
+        assert got.read_bytes() == (data_dir / spec.subdir / spec.filename).read_bytes()
+        (mirror / spec.url.rsplit("/", 1)[-1]).write_bytes(b"another file under the same name")
+        proc = run_cli("fetch-data", "--data-dir", str(tmp_path / "bad"), "--models", "resnet20", env=env)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "sha256" in proc.stderr, proc.stderr
+        assert not (tmp_path / "bad" / spec.subdir).exists() or not any((tmp_path / "bad" / spec.subdir).iterdir())
+    finally:
+        server.shutdown()

@@ -59,6 +59,29 @@ def test_rendered_jobs_pass_the_kubernetes_schemas_and_carry_the_targets_placeme
         assert policy["spec"]["ingress"] == [] and policy["spec"]["egress"] == []
 
 
+def test_a_job_that_fetches_its_data_has_an_init_container_and_keeps_egress(tmp_path):
+    """data_fetch: `harness fetch-data` in an init container fills an emptyDir the benchmark reads read-only;
+    the pod's policy then closes ingress only (a NetworkPolicy covers the whole pod, downloads included)."""
+    text = (REPO_ROOT / "targets" / "x86-cpu.toml").read_text().replace('name = "x86-cpu"', 'name = "x86-fetch"')
+    text = text.replace('data_pvc = "ptq-data"', 'data_fetch = true\ndata_mirror = "https://mirror.example.com/ptq/"')
+    env = _target_dir(tmp_path, "x86-fetch", text)
+    assert _render(tmp_path / "k8s", "x86-fetch", env).returncode == 0
+    job, policy = yaml.safe_load_all((tmp_path / "k8s" / "x86-fetch.yaml").read_text())
+    for doc in (job, policy):
+        kv.validate(doc, kv.latest_version(), strict=True)
+    pod = job["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    assert fetch["command"] == ["harness", "fetch-data", "--data-dir", "/data", "--target", "x86-fetch"]
+    assert fetch["env"] == [{"name": "PTQ_HARNESS_MIRROR", "value": "https://mirror.example.com/ptq/"}]
+    assert fetch["image"] == pod["containers"][0]["image"]
+    assert {v["name"]: v for v in pod["volumes"]}["data"] == {"name": "data", "emptyDir": {}}
+    assert {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["data"]["readOnly"] is True
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and "egress" not in policy["spec"]
+    both = text.replace("data_fetch = true", 'data_fetch = true\ndata_pvc = "ptq-data"')
+    env = _target_dir(tmp_path, "x86-fetch", both)
+    _assert_user_error(_render(tmp_path / "k8s2", "x86-fetch", env), "exactly one source of data")
+
+
 def test_the_validator_would_fail_a_broken_manifest(tmp_path):
     """The check above can fail: the same Job with a misspelled key or a wrong type does not validate."""
     assert _render(tmp_path / "k8s", "t4").returncode == 0

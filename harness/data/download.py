@@ -32,6 +32,9 @@ def fetch(url: str, dest: Path, expected: str, algo: str = "sha256", timeout: fl
     if dest.is_file():
         verify(dest, expected, algo)
         return dest
+    mirror = os.environ.get("PTQ_HARNESS_MIRROR")
+    if mirror:  # the same file by its name from a mirror; the published checksum still decides
+        url = f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"harness: downloading {url} -> {dest}", flush=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")
