@@ -25,9 +25,11 @@ def tests(session):
     # Two passes. The bulk on two pytest-xdist workers (the tests that read the shared runs on one of them;
     # see tests/conftest.py), then the tests that judge timed figures (marker `timing`) alone on the machine,
     # re-using the runs the first pass made (kept in PTQ_TEST_RUNS). No test is left out of both.
-    runs = Path(session.create_tmp()) / "runs"
+    runs = Path(session.virtualenv.location) / "test-runs"  # not create_tmp(): that moves TMPDIR for every test
     shutil.rmtree(runs, ignore_errors=True)
-    env = {"PTQ_TEST_RUNS": str(runs)}
+    # one cache for both passes and both workers (each would otherwise install the IPEX env into a temp cache)
+    cache = os.environ.get("PTQ_HARNESS_CACHE") or str(Path(".nox/ptq-cache").resolve())
+    env = {"PTQ_TEST_RUNS": str(runs), "PTQ_HARNESS_CACHE": cache}
     session.run("pytest", "-ra", "-n", "2", "--dist", "loadgroup", "-m", "not timing", *session.posargs, env=env)
     # exit 5: the posargs selected no timing test
     session.run("pytest", "-ra", "-m", "timing", *session.posargs, env=env, success_codes=[0, 5])

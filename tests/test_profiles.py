@@ -44,8 +44,12 @@ def inputs(run1, compiled_run, data_dir, test_split, env_unavailable, tmp_path_f
     return run_cells(run1, compiled_run), tmp, ZOO[MODEL].weights_path(data_dir, False), env_unavailable
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("backend", list(BACKENDS))
+# and LiteRT's dynamic range: float inputs, int8 weights, int8 math (its op list says int8, not the input's fp32)
+CASES = [pytest.param(b, p, id=f"{b}-{p}") for b in BACKENDS for p in ("fp32", "int8")] + \
+    [pytest.param(b, "dynamic", id=f"{b}-dynamic") for b in ("tflite", "litert")]
+
+
+@pytest.mark.parametrize("backend, precision", CASES)
 def test_every_backend_profiles_the_ops_resnet20_is_made_of(backend, precision, inputs, tmp_path):
     cells, tmp, weights, env_unavailable = inputs
     meta = run_artifact(cells, backend, precision, env_unavailable)
