@@ -226,6 +226,7 @@ def shared_run_of(backend: str, precision: str) -> str | None:
     return "compiled_run" if backend == "torch-inductor" and precision in COMPILED_PRECISIONS else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups as it finds them
 def pytest_collection_modifyitems(config, items):
     """For pytest-xdist's --dist loadgroup (`nox -s tests` runs two workers): every test that reads the shared
     runs goes to one worker, so each run is made once; every other module stays whole on one worker, so its
