@@ -226,6 +226,15 @@ def shared_run_of(backend: str, precision: str) -> str | None:
     return "compiled_run" if backend == "torch-inductor" and precision in COMPILED_PRECISIONS else None
 
 
+def pytest_collection_finish(session):
+    """Under --dist loadgroup xdist renames each node id to carry its group. A pytest that drops the rename
+    (9.2 with xdist 3.8) would scatter the shared-runs tests and each worker would wait on the other's run:
+    stop loudly instead (pyproject pins pytest below it)."""
+    if getattr(session.config.option, "loadgroup", False) and session.items and "@" not in session.items[0].nodeid:
+        raise pytest.UsageError("pytest-xdist's --dist loadgroup has no effect with this pytest (node ids lost "
+                                "their @group): install pytest < 9.2")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups as it finds them
 def pytest_collection_modifyitems(config, items):
     """For pytest-xdist's --dist loadgroup (`nox -s tests` runs two workers): every test that reads the shared
