@@ -101,7 +101,7 @@ def slower(cells: list[dict]) -> dict | None:
             continue
         ref = fp32_of(cells, c)
         gains = speedups(c, ref) if ref else {}
-        batch = weakest(gains)
+        batch = weakest(gains, c)
         prof = ((c.get("profile") or {}).get("batches") or {}).get(batch) or {}
         ops = ", ".join(f"{o['op_type']} ({o['precision']}) " + (f"{o['share'] * 100:.0f}%" if o["share"] is not None
                                                                   else f"x{o['count']}")

@@ -203,9 +203,12 @@ def speedups(cell: dict, ref: dict) -> dict[str, float]:
     return out
 
 
-def weakest(gains: dict[str, float]) -> str | None:
-    """The batch where the cell gained least against fp32 (the one its diagnosis reads), or None."""
-    return min(gains, key=gains.get) if gains else None
+def weakest(gains: dict[str, float], cell: dict) -> str | None:
+    """Among the batches the cell's profile covers, the one where it gained least against fp32 (the one its
+    diagnosis reads), or None. Not over every timed batch: with two throughput batches and a profile of the
+    largest, the report would name a batch the diagnosis never read."""
+    profiled = {b: s for b, s in gains.items() if b in ((cell.get("profile") or {}).get("batches") or {})}
+    return min(profiled, key=profiled.get) if profiled else None
 
 
 def diagnose(cell: dict, ref: dict | None, isa: dict) -> list[dict] | None:
@@ -217,7 +220,7 @@ def diagnose(cell: dict, ref: dict | None, isa: dict) -> list[dict] | None:
     gains = {b: s for b, s in speedups(cell, ref).items() if b in profile["batches"]}
     if not gains or min(gains.values()) >= MIN_SPEEDUP:
         return []
-    batch = weakest(gains)
+    batch = weakest(gains, cell)
     case = Case(cell, isa, batch, gains)
     found = [{"rule": r.name, "evidence": evidence, "advice": r.advice}
              for r in RULES if (evidence := r.check(case)) is not None]

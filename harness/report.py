@@ -110,7 +110,7 @@ def _profile_pairs(cells: list[dict]) -> list[tuple[dict, dict, str]]:
     for c in cells:
         ref = tables.fp32_of(cells, c) if c["status"] == "ok" and c.get("diagnosis") else None
         gains = speedups(c, ref) if ref else {}
-        batch = weakest(gains)
+        batch = weakest(gains, c)
         if batch and all(((x.get("profile") or {}).get("batches") or {}).get(batch, {}).get("total_ms")
                          for x in (ref, c)):
             out.append((ref, c, batch))

@@ -77,3 +77,19 @@ def test_every_backend_profiles_the_ops_resnet20_is_made_of(backend, precision, 
     # resnet20's time is in its convolutions: 0.52-0.96 of the op time measured here (the compiled path's batch-1
     # calls spend the rest in Dynamo's guards and the graph call)
     assert 0.35 <= p["shares"]["compute"] <= 1.0
+
+
+def test_torch_dynamic_counts_its_dynamic_classifier_as_int8(data_dir, test_split, tmp_path):
+    """quantized::linear_dynamic takes float input and multiplies in int8: of resnet20's 20 compute ops the
+    classifier is int8 and the 19 convolutions fp32 (by its input type all 20 read fp32, and the cell's
+    float_fallback evidence said 20 of 20)."""
+    from harness.backends import get_backend
+    from harness.models import ZOO
+    from harness.profiles import summarize
+    from tests.conftest import source_for
+
+    backend = get_backend("torch")
+    art = backend.build(source_for(MODEL, data_dir, 10), "dynamic", tmp_path)
+    x = ZOO[MODEL].preprocess.apply(test_split.images[:1])
+    p = summarize(backend.profile(art, 1, 1, x, tmp_path), 1)
+    assert p["compute_ops"] == {"fp32": RESNET20_COMPUTE_OPS - 1, "int8": 1}, p["compute_ops"]
