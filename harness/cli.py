@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import crosscheck, fleet
+from harness import crosscheck, fleet, s3
 from harness.config import PRECISIONS, load_target
 from harness.container_cards import take_option
 from harness.data import fetching
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     crosscheck.add_parser(sub)
     fleet.add_parser(sub)
     fetching.add_parser(sub)
+    s3.add_parser(sub)
     rp = sub.add_parser("report", help="render results folders into README.md, report.html and plots")
     rp.add_argument("dirs", nargs="*", default=["results"], help="results folders (default: results)")
     rp.add_argument("-o", "--out", default="results", help="output folder (default: results)")
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "env": cmd_env, "report": cmd_report,
                 "container": cmd_container, "compare": cmd_compare,
                 "reproduce": cmd_reproduce, "crosscheck": crosscheck.cmd_crosscheck,
-                "fleet": fleet.cmd_fleet, "fetch-data": fetching.cmd_fetch_data}[args.command](args)
+                "fleet": fleet.cmd_fleet, "fetch-data": fetching.cmd_fetch_data,
+                "push-results": s3.cmd_push_results}[args.command](args)
     except UserError as exc:
         print("harness: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
         return 2

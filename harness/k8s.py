@@ -3,8 +3,9 @@ deny-all NetworkPolicy for its pods, built with the official `kubernetes` client
 
 What Kubernetes cannot give, said here and in the README: there is no per-pod `--network none`; a NetworkPolicy
 that denies all traffic is the closest, and only a network plugin that enforces NetworkPolicy (Calico, Cilium)
-applies it. The data comes from a PersistentVolumeClaim mounted read-only; the results go to another one, from
-which `harness fleet collect --kubernetes` copies them back.
+applies it. The data comes from a PersistentVolumeClaim mounted read-only (or an init container fetches it); the
+results go to another claim or, with `results_s3`, are pushed to an S3-compatible bucket when the run ends; from
+either `harness fleet collect --kubernetes` copies them back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ _QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _REGISTRY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}$")
 _KEYS = {"namespace": str, "node_selector": dict, "gpu_products": list, "cpu": str, "memory": str,
-         "data_pvc": str, "data_fetch": bool, "data_mirror": str, "results_pvc": str, "deadline_s": int}
+         "data_pvc": str, "data_fetch": bool, "data_mirror": str, "results_pvc": str, "deadline_s": int,
+         "results_s3": str, "s3_endpoint": str, "s3_secret": str}
 DEFAULTS = {"namespace": "ptq-harness", "node_selector": {}, "gpu_products": [], "deadline_s": 86400}
 
 
@@ -80,9 +82,27 @@ def parse(raw, where: str, name: str) -> dict:
     expect(not out.get("data_mirror") or out["data_mirror"].startswith(("http://", "https://")), where,
            "kubernetes.data_mirror", out.get("data_mirror"), "an http(s):// URL")
     for key in ("data_pvc", "results_pvc"):
-        expect(key == "data_pvc" and "data_pvc" not in out or bool(_NAME.match(out.get(key, ""))), where,
-               f"kubernetes.{key}", out.get(key), "the name of a PersistentVolumeClaim in that namespace")
+        expect(key not in out or bool(_NAME.match(out[key])), where, f"kubernetes.{key}", out.get(key),
+               "the name of a PersistentVolumeClaim in that namespace")
+    _parse_results(out, where)
     return out
+
+
+def _parse_results(out: dict, where: str) -> None:
+    from harness import s3
+
+    expect(("results_pvc" in out) != ("results_s3" in out), where, "kubernetes.results_pvc", out.get("results_pvc"),
+           "exactly one place for the results: results_pvc (a PersistentVolumeClaim) or results_s3 (s3://bucket/prefix)")
+    if "results_s3" not in out:
+        for key in ("s3_endpoint", "s3_secret"):
+            expect(key not in out, where, f"kubernetes.{key}", out.get(key), "only with results_s3")
+        return
+    expect(s3.url_ok(out["results_s3"]), where, "kubernetes.results_s3", out["results_s3"],
+           "s3://bucket[/prefix] (a lowercase bucket name, 3-63 characters)")
+    expect(bool(_NAME.match(out.get("s3_secret", ""))), where, "kubernetes.s3_secret", out.get("s3_secret"),
+           "the name of a Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (required with results_s3)")
+    expect("s3_endpoint" not in out or s3.endpoint_ok(out["s3_endpoint"]), where, "kubernetes.s3_endpoint",
+           out.get("s3_endpoint"), "http(s)://host[:port] of the S3 API (default AWS)")
 
 
 def job_name(target: str, run_id: str) -> str:
@@ -121,14 +141,12 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
     lock = client.V1SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
                                     capabilities=client.V1Capabilities(drop=["ALL"]),
                                     seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+    command, env, env_from = _command(target, run_id, run_args, image)
     main = client.V1Container(
         name="harness", image=image, security_context=lock, resources=_resources(k8s, gpus),
-        command=["harness", "run", "--target", target.name, "--data-dir", DATA,
-                 "--out", f"{RESULTS}/{target.name}/{run_id}", *run_args],
-        env=[client.V1EnvVar(name="PTQ_HARNESS_IMAGE", value=image)],
+        command=command, env=env, env_from=env_from,
         volume_mounts=[client.V1VolumeMount(name="data", mount_path=DATA, read_only=True),
                        client.V1VolumeMount(name="results", mount_path=RESULTS)])
-    pvc = client.V1PersistentVolumeClaimVolumeSource
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[main], node_selector=k8s["node_selector"] or None,
         affinity=_affinity(k8s), automount_service_account_token=False, enable_service_links=False,
@@ -138,13 +156,43 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
         tolerations=[client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
         if gpus else None,
         init_containers=[_fetcher(target, image, lock)] if k8s.get("data_fetch") else None,
-        volumes=[_data_volume(k8s),
-                 client.V1Volume(name="results", persistent_volume_claim=pvc(claim_name=k8s["results_pvc"]))])
+        volumes=[_data_volume(k8s), _results_volume(k8s)])
     spec = client.V1JobSpec(backoff_limit=0, active_deadline_seconds=k8s["deadline_s"],
                             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod))
     body = client.V1Job(api_version=API, kind="Job", spec=spec,
                         metadata=client.V1ObjectMeta(name=name, namespace=k8s["namespace"], labels=labels))
     return client.ApiClient().sanitize_for_serialization(body)
+
+
+def _command(target, run_id: str, run_args: list[str], image: str):
+    """`harness run` into the results volume; with results_s3, then `harness push-results` of the run folder
+    (whatever the run's exit code: a run with failed cells still has results), the Job failing if either did."""
+    import shlex
+
+    from kubernetes import client
+
+    k8s, out = target.kubernetes, f"{RESULTS}/{target.name}/{run_id}"
+    run = ["harness", "run", "--target", target.name, "--data-dir", DATA, "--out", out, *run_args]
+    env = [client.V1EnvVar(name="PTQ_HARNESS_IMAGE", value=image)]
+    if "results_s3" not in k8s:
+        return run, env, None
+    url = f"{k8s['results_s3'].rstrip('/')}/{target.name}/{run_id}"
+    push = shlex.join(["harness", "push-results", out, url])
+    script = f"{shlex.join(run)}; rc=$?; {push} || exit 3; exit $rc"
+    if "s3_endpoint" in k8s:
+        env.append(client.V1EnvVar(name="PTQ_HARNESS_S3_ENDPOINT", value=k8s["s3_endpoint"]))
+    # the Secret's keys become the environment the S3 client reads (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    secret = [client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name=k8s["s3_secret"]))]
+    return ["sh", "-c", script], env, secret
+
+
+def _results_volume(k8s: dict):
+    from kubernetes import client
+
+    if "results_s3" in k8s:  # the run folder lives in the pod until push-results has uploaded it
+        return client.V1Volume(name="results", empty_dir=client.V1EmptyDirVolumeSource())
+    return client.V1Volume(name="results", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
+        claim_name=k8s["results_pvc"]))
 
 
 def _data_volume(k8s: dict):
@@ -169,7 +217,8 @@ def _fetcher(target, image: str, lock):
 
 def network_policy(target, run_id: str) -> dict:
     """No traffic in or out of the Job's pods: the nearest Kubernetes has to `docker run --network none`. With
-    data_fetch the init container downloads, and a policy covers the whole pod: then only ingress is closed."""
+    data_fetch (an init container downloads) or results_s3 (the pod uploads) egress stays open, since a policy
+    covers the whole pod and the endpoints' addresses are not known here: then only ingress is closed."""
     from kubernetes import client
 
     pods = client.V1LabelSelector(match_labels={"ptq-harness/run": run_id.lower(),
@@ -178,7 +227,7 @@ def network_policy(target, run_id: str) -> dict:
         api_version="networking.k8s.io/v1", kind="NetworkPolicy",
         metadata=client.V1ObjectMeta(name=job_name(target.name, run_id), namespace=target.kubernetes["namespace"]),
         spec=client.V1NetworkPolicySpec(pod_selector=pods, ingress=[], **(
-            {"policy_types": ["Ingress"]} if target.kubernetes.get("data_fetch")
+            {"policy_types": ["Ingress"]} if target.kubernetes.get("data_fetch") or "results_s3" in target.kubernetes
             else {"policy_types": ["Ingress", "Egress"], "egress": []})))
     return client.ApiClient().sanitize_for_serialization(body)
 

@@ -59,11 +59,24 @@ def render(targets: list[Target], out: Path, digest_args: list[str], run_args: l
 
 
 def collect(targets, results: Path) -> int:
-    """Copy /results/<target>/ from each target's results volume into results/<target>/ (tar through exec, as
-    kubectl cp does), then render the report. Needs a kubeconfig; never run against a cluster by the tests."""
-    from kubernetes import client, config
-
+    """Copy each target's run folders into results/<target>/: from its S3 prefix (results_s3), or from its
+    results volume (tar through exec, as kubectl cp does; needs a kubeconfig, never run against a cluster by the
+    tests). Then render the report."""
+    from harness import s3
     from harness.report import render as render_report
+
+    for t in (t for t in targets if "results_s3" in t.kubernetes):
+        s3.pull(f"{t.kubernetes['results_s3'].rstrip('/')}/{t.name}", results / t.name, t.kubernetes.get("s3_endpoint"))
+    on_volumes = [t for t in targets if "results_s3" not in t.kubernetes]
+    if on_volumes:
+        _collect_volumes(on_volumes, results)
+    md, _ = render_report([results / t.name for t in targets], results)
+    print(f"wrote {md}")
+    return 0
+
+
+def _collect_volumes(targets, results: Path) -> None:
+    from kubernetes import client, config
 
     try:
         config.load_kube_config()
@@ -76,9 +89,6 @@ def collect(targets, results: Path) -> int:
         except client.ApiException as exc:
             raise UserError(f"fleet collect {t.name}: the cluster refused ({exc.status} {exc.reason})") from None
         print(f"collected {results / t.name} from {t.kubernetes['namespace']}/{t.kubernetes['results_pvc']}")
-    md, _ = render_report([results / t.name for t in targets], results)
-    print(f"wrote {md}")
-    return 0
 
 
 def _collect_one(api, target, results: Path) -> None:

@@ -116,7 +116,7 @@ def _t4_with(old: str, new: str) -> str:
     (('gpu_products = ["Tesla-T4"]', 'node_selector = { "bad key/x/y" = "v" }'),
      ["key 'kubernetes.node_selector.bad key/x/y' = 'v'", "a label key"]),
     (('memory = "32Gi"', 'memory = "32 GB"'), ["key 'kubernetes.memory' = '32 GB'", "quantity"]),
-    (('results_pvc = "ptq-results"', ''), ["key 'kubernetes.results_pvc' = None", "PersistentVolumeClaim"]),
+    (('results_pvc = "ptq-results"', ''), ["key 'kubernetes.results_pvc' = None", "exactly one place for the results"]),
 ])
 def test_a_bad_kubernetes_target_is_one_line_and_exit_2(tmp_path, change, fragments):
     env = _target_dir(tmp_path, "t4b", _t4_with(*change))
