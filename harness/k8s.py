@@ -166,7 +166,8 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
 
 def _command(target, run_id: str, run_args: list[str], image: str):
     """`harness run` into the results volume; with results_s3, then `harness push-results` of the run folder
-    (whatever the run's exit code: a run with failed cells still has results), the Job failing if either did."""
+    (whatever the run's exit code: a run with failed cells still has results), the Job failing if either did
+    (the run's exit code kept; 3 when only the push failed)."""
     import shlex
 
     from kubernetes import client
@@ -178,7 +179,9 @@ def _command(target, run_id: str, run_args: list[str], image: str):
         return run, env, None
     url = f"{k8s['results_s3'].rstrip('/')}/{target.name}/{run_id}"
     push = shlex.join(["harness", "push-results", out, url])
-    script = f"{shlex.join(run)}; rc=$?; {push} || exit 3; exit $rc"
+    # no run.json: the run stopped before its folder existed (bad input, exit 2), nothing to push; keep its code
+    done = shlex.quote(f"{out}/run.json")
+    script = f"{shlex.join(run)}; rc=$?; if [ -f {done} ]; then {push} || exit 3; fi; exit $rc"
     if "s3_endpoint" in k8s:
         env.append(client.V1EnvVar(name="PTQ_HARNESS_S3_ENDPOINT", value=k8s["s3_endpoint"]))
     # the Secret's keys become the environment the S3 client reads (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,6 +63,18 @@ def client(endpoint: str | None = None):
                  secure=parts.scheme == "https", region=os.environ.get("AWS_REGION"))
 
 
+@contextmanager
+def _s3_errors(what: str):
+    """The client's errors (a refused key, a missing bucket, no route to the endpoint) as one line."""
+    from minio.error import MinioException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (MinioException, HTTPError) as exc:
+        raise UserError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+
+
 def push(run_dir: Path, url: str, endpoint: str | None = None, say=print) -> int:
     """Upload every file under run_dir to url/<relative path>; returns the number of files."""
     bucket, prefix = split(url)
@@ -71,7 +84,8 @@ def push(run_dir: Path, url: str, endpoint: str | None = None, say=print) -> int
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     for i, path in enumerate(files, 1):
         key = "/".join(filter(None, [prefix, path.relative_to(run_dir).as_posix()]))
-        s3.fput_object(bucket, key, str(path))
+        with _s3_errors(f"push-results s3://{bucket}/{key}"):
+            s3.fput_object(bucket, key, str(path))
         if i % 50 == 0 or i == len(files):
             say(f"push-results: {i}/{len(files)} files to s3://{bucket}/{prefix}")
     return len(files)
@@ -82,29 +96,46 @@ def pull(url: str, dest: Path, endpoint: str | None = None, say=print) -> int:
     bytes stops the pull (one line naming it), an identical one is kept. Returns the files written."""
     bucket, prefix = split(url)
     s3 = client(endpoint)
-    written = 0
     base = f"{prefix}/" if prefix else ""
-    for obj in s3.list_objects(bucket, prefix=base, recursive=True):
-        rel = obj.object_name[len(base):]
-        path = dest / rel
+    with _s3_errors(f"s3://{bucket}/{base}"):
+        keys = [o.object_name for o in s3.list_objects(bucket, prefix=base, recursive=True)]
+    # a key ending in '/' is a "folder" some tools create: nothing to write
+    rels = [(k, k[len(base):]) for k in keys if not k.endswith("/")]
+    if not rels:
+        raise UserError(f"s3://{bucket}/{base}: no objects there; did the Job run and push its results?")
+    written = 0
+    for key, rel in rels:
         if ".." in Path(rel).parts or Path(rel).is_absolute():
-            raise UserError(f"s3://{bucket}/{obj.object_name}: a key that leaves {dest}; not pulled")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".pull-", delete=False) as tmp:
-            part = Path(tmp.name)
-        try:
-            s3.fget_object(bucket, obj.object_name, str(part))
-            if path.exists():
-                if path.read_bytes() != part.read_bytes():
-                    raise UserError(f"{path}: exists with other bytes than s3://{bucket}/{obj.object_name}; "
-                                    "move it away to pull (results are never overwritten)")
-                continue
-            part.replace(path)
-            written += 1
-        finally:
-            part.unlink(missing_ok=True)
-    say(f"pulled {written} files from s3://{bucket}/{prefix} into {dest}")
+            raise UserError(f"s3://{bucket}/{key}: a key that leaves {dest}; not pulled")
+        written += _pull_one(s3, bucket, key, dest / rel)
+    say(f"pulled {written} files from s3://{bucket}/{prefix} into {dest} ({len(rels) - written} already there)")
     return written
+
+
+def _pull_one(s3, bucket: str, key: str, path: Path) -> int:
+    """1 if written, 0 if an identical file was there. os.link never replaces a file: one that appeared
+    meanwhile is compared, not overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".pull-", delete=False) as tmp:
+        part = Path(tmp.name)
+        with _s3_errors(f"s3://{bucket}/{key}"):
+            resp = s3.get_object(bucket, key)
+            try:
+                for chunk in resp.stream(1 << 20):
+                    tmp.write(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
+    try:
+        os.link(part, path)
+        return 1
+    except FileExistsError:
+        if path.read_bytes() != part.read_bytes():
+            raise UserError(f"{path}: exists with other bytes than s3://{bucket}/{key}; move it away to pull "
+                            "(results are never overwritten)") from None
+        return 0
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def cmd_push_results(args) -> int:

@@ -25,7 +25,7 @@ def _s3_target(tmp_path: Path, endpoint: str = "https://s3.example.com:9000", sw
     text = text.replace('results_pvc = "ptq-results"', lines)
     for old, new in (swap or {}).items():
         assert old in text
-        text = text.replace(old, new)
+        text = text.replace(old, new, 1)  # the first: the comment of x86-cpu.toml names these keys too
     return _target_dir(tmp_path, "x86-s3", text)
 
 
@@ -41,8 +41,9 @@ def test_a_job_with_results_s3_pushes_its_run_folder_and_validates(tmp_path):
     assert main["command"][:2] == ["sh", "-c"]
     # the run, then the push of its folder under <prefix>/<target>/<run id> even when cells failed (rc kept)
     assert main["command"][2] == (f"harness run --target x86-s3 --data-dir /data --out {out}; rc=$?; "
+                                  f"if [ -f {out}/run.json ]; then "
                                   f"harness push-results {out} s3://ptq-results/bench/x86-s3/{run_id} || exit 3; "
-                                  "exit $rc")
+                                  "fi; exit $rc")
     assert {"name": "PTQ_HARNESS_S3_ENDPOINT", "value": "https://s3.example.com:9000"} in main["env"]
     assert main["envFrom"] == [{"secretRef": {"name": "ptq-s3"}}]
     assert {v["name"]: v for v in pod["volumes"]}["results"] == {"name": "results", "emptyDir": {}}
@@ -68,11 +69,13 @@ def s3_endpoint():
     minio = pytest.importorskip("minio", reason="minio not installed (the s3 extra)")
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    minio.Minio(f"{host}:{port}", access_key=CREDS["AWS_ACCESS_KEY_ID"], secret_key=CREDS["AWS_SECRET_ACCESS_KEY"],
-                secure=False, region="us-east-1").make_bucket("ptq-results")
-    yield f"http://{host}:{port}"
-    server.stop()
+    try:
+        host, port = server.get_host_and_port()
+        minio.Minio(f"{host}:{port}", access_key=CREDS["AWS_ACCESS_KEY_ID"], secret_key=CREDS["AWS_SECRET_ACCESS_KEY"],
+                    secure=False, region="us-east-1").make_bucket("ptq-results")
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 def test_a_pushed_run_comes_back_whole_and_is_never_overwritten(tmp_path, s3_endpoint):
@@ -89,7 +92,8 @@ def test_a_pushed_run_comes_back_whole_and_is_never_overwritten(tmp_path, s3_end
     back = results / "x86-s3" / "run-c"
     assert sorted(p.relative_to(back) for p in back.rglob("*") if p.is_file()) == files
     assert all(filecmp.cmp(run / f, back / f, shallow=False) for f in files)
-    assert "x86-s3" in (results / "README.md").read_text()  # the report of what came back
+    # the report of what came back (the fixture's cells say target x86-cpu, the folder's name is the fleet's)
+    assert "x86-cpu" in (results / "README.md").read_text()
     # a second collect keeps identical files; a local file with other bytes stops it, untouched
     assert run_cli("fleet", "collect", "--kubernetes", "--targets", "x86-s3", "--results", str(results),
                    env=env).returncode == 0
@@ -107,6 +111,16 @@ def test_push_results_refuses_what_it_cannot_push(tmp_path, s3_endpoint):
     _assert_user_error(run_cli("push-results", str(tmp_path), "s3://ptq-results/x", "--endpoint", s3_endpoint,
                                env=CREDS), "not a run folder")
     _assert_user_error(run_cli("push-results", str(run), "http://ptq-results/x", env=CREDS), "expected s3://bucket")
+    # an empty prefix pulls nothing: said, not an empty report
+    env = {**_s3_target(tmp_path, s3_endpoint), **CREDS}
+    env_text = (Path(env["PTQ_HARNESS_TARGETS"]) / "x86-s3.toml").read_text()
+    (Path(env["PTQ_HARNESS_TARGETS"]) / "x86-s3.toml").write_text(env_text.replace("s3://ptq-results/bench",
+                                                                                   "s3://ptq-results/empty"))
+    _assert_user_error(run_cli("fleet", "collect", "--kubernetes", "--targets", "x86-s3", "--results",
+                               str(tmp_path / "r"), env=env), "s3://ptq-results/empty/x86-s3/: no objects there")
+    # a bucket that does not exist: the store's answer in one line
+    _assert_user_error(run_cli("push-results", str(run), "s3://no-such-bucket/x", "--endpoint", s3_endpoint,
+                               env=CREDS), "s3://no-such-bucket/x/", "NoSuchBucket")
     no_creds = {k: "" for k in CREDS}
     _assert_user_error(run_cli("push-results", str(run), "s3://ptq-results/x", "--endpoint", s3_endpoint,
                                env=no_creds), "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
