@@ -109,6 +109,15 @@ def job_name(target: str, run_id: str) -> str:
     return f"ptq-{target}-{run_id}".lower()[:63].rstrip("-")
 
 
+def _locked():
+    """Every container's security context: the image's user (uid 1000), no capabilities, no escalation."""
+    from kubernetes import client
+
+    return client.V1SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
+                                    capabilities=client.V1Capabilities(drop=["ALL"]),
+                                    seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+
+
 def _resources(k8s: dict, gpus: int):
     from kubernetes import client
 
@@ -138,9 +147,7 @@ def job(target, image: str, run_id: str, run_args: list[str]) -> dict:
     k8s, name = target.kubernetes, job_name(target.name, run_id)
     gpus = 1 if target.container.get("gpus") else 0
     labels = {LABEL: "ptq-harness", "ptq-harness/target": target.name, "ptq-harness/run": run_id.lower()}
-    lock = client.V1SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
-                                    capabilities=client.V1Capabilities(drop=["ALL"]),
-                                    seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+    lock = _locked()
     command, env, env_from = _command(target, run_id, run_args, image)
     main = client.V1Container(
         name="harness", image=image, security_context=lock, resources=_resources(k8s, gpus),
@@ -240,9 +247,7 @@ def helper_pod(target, name: str) -> dict:
     from kubernetes import client
 
     k8s = target.kubernetes
-    lock = client.V1SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
-                                    capabilities=client.V1Capabilities(drop=["ALL"]),
-                                    seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+    lock = _locked()
     box = client.V1Container(name="collect", image="busybox:1.36", command=["sleep", "3600"], security_context=lock,
                              volume_mounts=[client.V1VolumeMount(name="results", mount_path=RESULTS, read_only=True)])
     pod = client.V1Pod(api_version="v1", kind="Pod", metadata=client.V1ObjectMeta(
