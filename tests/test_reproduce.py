@@ -43,9 +43,11 @@ def test_repeat_gives_each_cell_a_run_to_run_interval(repeated):
         assert cell["latency_samples_ms"] == cell["repeats"][0]["latency_samples_ms"]  # the first process's
         # the processes took turns: block j of process 1, then of process 2, then block j+1 of process 1 ...,
         # each ending before the next began (sequential processes or overlapping ones both fail this)
+        # How many blocks a process needs depends on the host (CI once: a 5-ms block held one call of 123 ms, and
+        # 4 blocks met --min-duration); two are enough to tell taking turns from one process after the other.
         blocks = [r["latency_blocks"] for r in cell["repeats"]]
         k = min(len(b) for b in blocks)
-        assert k >= 5, blocks
+        assert k >= 2, blocks
         order = [b[j] for j in range(k) for b in blocks]
         assert all(x[1] <= y[0] for x, y in zip(order, order[1:], strict=False)), order
         assert [sum(b[2] for b in p) for p in blocks] == [len(r["latency_samples_ms"]) for r in cell["repeats"]]
