@@ -20,6 +20,7 @@ QDQ_SHARE, FLOAT_SHARE, REFERENCE_SHARE, INT8_SHARE = 0.10, 0.30, 0.20, 0.50
 @dataclass(frozen=True)
 class Case:
     cell: dict  # the cell being diagnosed (precision, backend, details, profile, ...)
+    ref: dict  # its backend's fp32 cell
     isa: dict  # CPU flag -> present (run.json environment.cpu.isa)
     batch: str  # the profiled batch where the cell gained least against fp32
     speedup: dict  # batch -> the cell's speed / fp32's (latency at 1, throughput at the largest)
@@ -150,6 +151,23 @@ def reference_kernels(case: Case) -> str | None:
         ", ".join(kernels)
 
 
+def within_host_swing(case: Case) -> str | None:
+    """Batch 1 only: the swing is measured on the interleaved latency blocks, throughput has none."""
+    if case.batch != "1":
+        return None
+    swings = {c["precision"]: (c.get("details") or {}).get("host_swing") for c in (case.cell, case.ref)}
+    gap = max(case.speedup["1"], 1 / case.speedup["1"]) - 1  # how far apart the two p50s are, either way
+    if max((v or 0.0) for v in swings.values()) <= gap:
+        return None
+    timed = ", ".join(f"{c['precision']} p50 {c['latency_ms']['p50']:.2f} ms (host swung "
+                      f"{_pct(swings[c['precision']] or 0.0)})" for c in (case.ref, case.cell))
+    # the profile pass timed the same shape later, in other processes: a second look, not a tie-breaker
+    later = ", ".join(f"{c['precision']} {c['profile']['batches']['1']['total_ms']:.2f} ms"
+                      for c in (case.ref, case.cell) if "1" in ((c.get("profile") or {}).get("batches") or {}))
+    return (f"batch 1: {timed}: the p50s differ by {_pct(gap)}, less than the host's swing; the profile pass, "
+            f"later, measured a call at {later or 'no batch-1 profile'}")
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -187,6 +205,10 @@ RULES = (
     Rule("reference_kernels", reference_kernels,
          "A reference kernel is the runtime's portable fallback, chosen when no optimized kernel fits the "
          "shape or precision."),
+    Rule("within_host_swing", within_host_swing,
+         "The host moved more during these timings than the two cells differ: this batch-1 figure cannot say "
+         "which is faster. Re-run both with --repeat 3 (a run-to-run interval) on a quieter host, and read the "
+         "largest batch's throughput meanwhile."),
 )
 NO_MATCH = "no_rule_matched"
 
@@ -221,7 +243,7 @@ def diagnose(cell: dict, ref: dict | None, isa: dict) -> list[dict] | None:
     if not gains or min(gains.values()) >= MIN_SPEEDUP:
         return []
     batch = weakest(gains, cell)
-    case = Case(cell, isa, batch, gains)
+    case = Case(cell, ref, isa, batch, gains)
     found = [{"rule": r.name, "evidence": evidence, "advice": r.advice}
              for r in RULES if (evidence := r.check(case)) is not None]
     return found or [{"rule": NO_MATCH, "evidence": f"top ops {case.at()}: {_listed(case.profile['ops'], 5)}",

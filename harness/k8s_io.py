@@ -3,13 +3,18 @@ as YAML (never over existing ones), and the run folders copied back from the res
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import tarfile
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import UserError
 from harness.k8s import DIGEST, RESULTS, helper_pod, job, network_policy
+from harness.results import place_new
 
 if TYPE_CHECKING:
     from harness.config import Target
@@ -92,9 +97,6 @@ def _collect_volumes(targets, results: Path) -> None:
 
 
 def _collect_one(api, target, results: Path) -> None:
-    import io
-    import tarfile
-
     from kubernetes.stream import stream
 
     ns = target.kubernetes["namespace"]
@@ -108,10 +110,30 @@ def _collect_one(api, target, results: Path) -> None:
         if resp.returncode:
             raise UserError(f"fleet collect {target.name}: tar in the helper pod exited {resp.returncode} (no "
                             f"{RESULTS}/{target.name} on {target.kubernetes['results_pvc']}: did its Job run?)")
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(results, filter="data")  # no absolute paths or links out of results/
     finally:
         api.delete_namespaced_pod(name, ns)
+    untar_new(data, results, f"{ns}/{target.kubernetes['results_pvc']}")
+
+
+def untar_new(data: bytes, results: Path, source: str) -> int:
+    """Unpack a tar of run folders into results/ file by file, never over an existing file (an identical one is
+    kept, another stops the copy, naming it: results.place_new); the files written. The tarfile "data" filter
+    refuses absolute paths, links and names that climb out of results/."""
+    written = 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            try:
+                member = tarfile.data_filter(member, str(results))
+            except tarfile.FilterError as exc:
+                raise UserError(f"{source}: {exc}; nothing more collected") from None
+            if not member.isfile():
+                continue  # folders are made as their files need them; the filter let no link through
+            path = results / member.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".collect-", delete=False) as tmp:
+                shutil.copyfileobj(tar.extractfile(member), tmp)
+            written += place_new(Path(tmp.name), path, f"{source}:{member.name}")
+    return written
 
 
 def _wait_running(api, name: str, ns: str, timeout_s: float = 300.0) -> None:

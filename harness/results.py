@@ -97,6 +97,22 @@ def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
             os.unlink(tmp)
 
 
+def place_new(part: Path, path: Path, source: str) -> int:
+    """Give the finished temp file `part` the name `path` unless that exists: 1 if placed, 0 if an identical
+    file was there. os.link never replaces a file, so one that appeared meanwhile is compared, not overwritten;
+    other bytes stop the copy with one line naming the file and where the new bytes came from."""
+    try:
+        os.link(part, path)
+        return 1
+    except FileExistsError:
+        if path.read_bytes() != part.read_bytes():
+            raise UserError(f"{path}: exists with other bytes than {source}; move it away to copy it "
+                            "(results are never overwritten)") from None
+        return 0
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def read_json(path: Path, kind: str, supported: int) -> dict:
     """Load a versioned JSON file; unknown or newer versions are refused with a one-line error."""
     try:

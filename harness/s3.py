@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
+from harness.results import place_new
 
 # bucket names as S3 accepts them (3-63 lowercase letters, digits, '.', '-'), then an optional key prefix
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[^\s]*)?$")
@@ -113,29 +114,23 @@ def pull(url: str, dest: Path, endpoint: str | None = None, say=print) -> int:
 
 
 def _pull_one(s3, bucket: str, key: str, path: Path) -> int:
-    """1 if written, 0 if an identical file was there. os.link never replaces a file: one that appeared
-    meanwhile is compared, not overwritten."""
+    """1 if written, 0 if an identical file was there (results.place_new: never over an existing file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".pull-", delete=False) as tmp:
         part = Path(tmp.name)
-        with _s3_errors(f"s3://{bucket}/{key}"):
-            resp = s3.get_object(bucket, key)
-            try:
-                for chunk in resp.stream(1 << 20):
-                    tmp.write(chunk)
-            finally:
-                resp.close()
-                resp.release_conn()
-    try:
-        os.link(part, path)
-        return 1
-    except FileExistsError:
-        if path.read_bytes() != part.read_bytes():
-            raise UserError(f"{path}: exists with other bytes than s3://{bucket}/{key}; move it away to pull "
-                            "(results are never overwritten)") from None
-        return 0
-    finally:
-        part.unlink(missing_ok=True)
+        try:
+            with _s3_errors(f"s3://{bucket}/{key}"):
+                resp = s3.get_object(bucket, key)
+                try:
+                    for chunk in resp.stream(1 << 20):
+                        tmp.write(chunk)
+                finally:
+                    resp.close()
+                    resp.release_conn()
+        except BaseException:
+            part.unlink(missing_ok=True)  # no half-downloaded file left beside the results
+            raise
+    return place_new(part, path, f"s3://{bucket}/{key}")
 
 
 def cmd_push_results(args) -> int:

@@ -124,3 +124,45 @@ def test_push_results_refuses_what_it_cannot_push(tmp_path, s3_endpoint):
     no_creds = {k: "" for k in CREDS}
     _assert_user_error(run_cli("push-results", str(run), "s3://ptq-results/x", "--endpoint", s3_endpoint,
                                env=no_creds), "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_the_volume_route_never_unpacks_over_a_result(tmp_path):
+    # the results-volume route of fleet collect (tar through exec): the same rule as the S3 route
+    from harness.errors import UserError
+    from harness.k8s_io import untar_new
+
+    files = {str(Path("x86-cpu/run-c") / p.relative_to(FIXTURE_RUN)): p.read_bytes()
+             for p in sorted(FIXTURE_RUN.rglob("*")) if p.is_file()}
+    results = tmp_path / "results"
+    assert untar_new(_tar(files), results, "ns/pvc") == len(files)
+    assert all((results / name).read_bytes() == data for name, data in files.items())
+    assert not list(results.rglob(".collect-*"))  # no temp file left behind
+    assert untar_new(_tar(files), results, "ns/pvc") == 0  # identical files are kept, nothing rewritten
+    mine = results / "x86-cpu" / "run-c" / "run.json"
+    mine.write_bytes(mine.read_bytes() + b"\n")
+    before = mine.read_bytes()
+    with pytest.raises(UserError, match=r"run-c/run.json: exists with other bytes than ns/pvc:x86-cpu/run-c/run"):
+        untar_new(_tar(files), results, "ns/pvc")
+    assert mine.read_bytes() == before
+    # names that climb out of results/ and links out of it are refused; nothing lands outside
+    for bad in (_tar({"../evil.json": b"{}"}), _tar({}, {"x86-cpu/out": "/etc/passwd"})):
+        with pytest.raises(UserError, match="ns/pvc: .*nothing more collected"):
+            untar_new(bad, results, "ns/pvc")
+    assert not (tmp_path / "evil.json").exists() and not (results / "x86-cpu" / "out").exists()
