@@ -188,7 +188,8 @@ def run(target: Target, data_dir: Path, results: Path, harness_args: list[str], 
         docker(target, "rm", "-f", name, check=False)
     if code != 0:
         raise UserError(f"harness run in {tag} exited {code}; partial results copied to {dest / run_id}")
-    say(f"results copied to {dest / run_id} (image {tag}, {image_id})")
+    # a recorded image re-used by id (harness reproduce) has its id for a tag: say it once
+    say(f"results copied to {dest / run_id} (image {tag if tag == image_id else f'{tag}, {image_id}'})")
     return dest / run_id
 
 
