@@ -3,7 +3,7 @@ plain data (header, rows, footnotes) like harness.tables, from the cells' measur
 
 from __future__ import annotations
 
-from harness.diagnosis import MIN_SPEEDUP, speedups, weakest
+from harness.diagnosis import MIN_SPEEDUP, REFERENCE_SHARE, reference_names, speedups, weakest
 from harness.stats import ALPHA
 from harness.tables import PRECISION_LABELS, _plain, best_throughput, column, fp32_of, p50, size_mb, top1, top1_text
 
@@ -118,4 +118,19 @@ def slower(cells: list[dict]) -> dict | None:
             "footnotes": [f"Every quantized or reduced-precision cell less than {MIN_SPEEDUP}x faster than its "
                           "framework's fp32 cell at batch 1 or at the largest batch (harness/diagnosis.py); "
                           "evidence from the cell's per-op profile (harness run --profile), its artifact and "
-                          "the CPU flags in run.json."]}
+                          "the CPU flags in run.json.", *slow_references(cells)]}
+
+
+def slow_references(cells: list[dict]) -> list[str]:
+    """fp32 cells whose profile spent REFERENCE_SHARE or more of a batch's op time in reference kernels: their
+    framework's speedups at that batch are against a portable path (torch eager fp32 at batch 1 on resnet20:
+    PyTorch leaves small fp32 convolutions to aten::_slow_conv2d_forward, 69-84% of the op time)."""
+    notes = []
+    for c in (c for c in cells if c["precision"] == "fp32" and c["status"] == "ok"):
+        for batch, prof in ((c.get("profile") or {}).get("batches") or {}).items():
+            share = (prof.get("shares") or {}).get("reference") or 0.0
+            if share >= REFERENCE_SHARE:
+                notes.append(f"The reference itself: {label(c)} at batch {batch} spent {share * 100:.0f}% of its op "
+                             f"time in reference kernels ({', '.join(reference_names(prof))}); its framework's "
+                             "speedups at that batch are against that portable path.")
+    return notes

@@ -145,10 +145,14 @@ def reference_kernels(case: Case) -> str | None:
     shares = case.profile["shares"]
     if not shares or shares["reference"] < REFERENCE_SHARE:
         return None
-    kernels = sorted({o["kernel"] for o in case.profile["ops"] if o["share"] and o["share"] > 0.01
-                      and ("slow_conv" in o["kernel"] or o["kernel"].startswith("ref"))})
     return f"reference (unoptimized) kernels took {_pct(shares['reference'])} of the op time {case.at()}: " + \
-        ", ".join(kernels)
+        ", ".join(reference_names(case.profile))
+
+
+def reference_names(profile: dict) -> list[str]:
+    """The reference kernels that took more than 1% of a profiled batch's op time."""
+    return sorted({o["kernel"] for o in profile["ops"] if o["share"] and o["share"] > 0.01
+                   and ("slow_conv" in o["kernel"] or o["kernel"].startswith("ref"))})
 
 
 def _profiled_call(cell: dict) -> str | None:

@@ -55,3 +55,25 @@ def test_a_diagnosed_cell_is_named_under_the_picks():
     notes = recommendation(diagnosed)["footnotes"]
     assert "ONNX Runtime Dynamic range ran 2.22x at batch 1, 1.80x at batch 64 against its fp32 (integer_ops; see " \
            "Why is it slower?)" in notes
+
+
+def test_an_fp32_reference_on_reference_kernels_is_said_under_the_diagnoses():
+    """torch eager fp32 on resnet20 (tests/fixtures/profiles/torch-bf16-swing.json, a real profile): at batch 1
+    PyTorch ran its convolutions in aten::_slow_conv2d_forward, at batch 64 in oneDNN; only batch 1 is named."""
+    import json
+    from pathlib import Path
+
+    from harness.advice import label, slower
+
+    fx = json.loads((Path(__file__).parent / "fixtures" / "profiles" / "torch-bf16-swing.json").read_text())
+    ref, bf16 = fx["ref"], fx["cell"]
+    share = {b: p["shares"]["reference"] for b, p in ref["profile"]["batches"].items()}
+    assert share["1"] >= 0.2 > share["64"]
+    notes = slower([ref, bf16])["footnotes"]
+    assert label(ref) == "PyTorch (eager/FX, legacy) Float32"
+    assert notes[1:] == [f"The reference itself: {label(ref)} at batch 1 spent {share['1'] * 100:.0f}% of its op "
+                         "time in reference kernels (aten::_slow_conv2d_forward); its framework's speedups at that "
+                         "batch are against that portable path."]
+    quick = json.loads(json.dumps(ref))
+    quick["profile"]["batches"]["1"]["shares"]["reference"] = 0.0
+    assert slower([quick, bf16])["footnotes"][1:] == []
