@@ -7,14 +7,13 @@ import io
 import json
 import shutil
 import tarfile
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import UserError
 from harness.k8s import DIGEST, RESULTS, helper_pod, job, network_policy
-from harness.results import place_new
+from harness.results import copy_new
 
 if TYPE_CHECKING:
     from harness.config import Target
@@ -117,7 +116,7 @@ def _collect_one(api, target, results: Path) -> None:
 
 def untar_new(data: bytes, results: Path, source: str) -> int:
     """Unpack a tar of run folders into results/ file by file, never over an existing file (an identical one is
-    kept, another stops the copy, naming it: results.place_new); the files written. The tarfile "data" filter
+    kept, another stops the copy, naming it: results.copy_new); the files written. The tarfile "data" filter
     refuses absolute paths, links and names that climb out of results/."""
     written = 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -128,11 +127,9 @@ def untar_new(data: bytes, results: Path, source: str) -> int:
                 raise UserError(f"{source}: {exc}; nothing more collected") from None
             if not member.isfile():
                 continue  # folders are made as their files need them; the filter let no link through
-            path = results / member.name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".collect-", delete=False) as tmp:
-                shutil.copyfileobj(tar.extractfile(member), tmp)
-            written += place_new(Path(tmp.name), path, f"{source}:{member.name}")
+            content = tar.extractfile(member)
+            written += copy_new(results / member.name, lambda f, src=content: shutil.copyfileobj(src, f),
+                                f"{source}:{member.name}")
     return written
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.errors import UserError
 from harness.recipe import Recipe
@@ -75,13 +77,19 @@ def cell_stem(model: str, backend: str, precision: str, variant: str = "") -> st
     return f"{model}__{backend}__{precision}" + (f"__{variant}" if variant else "")
 
 
-def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
-    """Write atomically (temp file + fsync + link/rename). Without overwrite an existing file is kept."""
+def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """(fd, name) of a new temp file in path's folder, so that linking or renaming it to path is atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600: a published results folder must be readable by others
+    return fd, tmp
+
+
+def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
+    """Write atomically (temp file + fsync + link/rename). Without overwrite an existing file is kept."""
+    fd, tmp = _temp_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False, allow_nan=False)
@@ -97,18 +105,24 @@ def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
             os.unlink(tmp)
 
 
-def place_new(part: Path, path: Path, source: str) -> int:
-    """Give the finished temp file `part` the name `path` unless that exists: 1 if placed, 0 if an identical
-    file was there. os.link never replaces a file, so one that appeared meanwhile is compared, not overwritten;
-    other bytes stop the copy with one line naming the file and where the new bytes came from."""
+def copy_new(path: Path, fill: Callable[[BinaryIO], object], source: str) -> int:
+    """Write a copied result through fill(file) into a temp file beside `path`, then give it that name unless it
+    exists: 1 if placed, 0 if an identical file was there. os.link never replaces a file, so one that appeared
+    meanwhile is compared, not overwritten; other bytes stop the copy with one line naming the file and where
+    the new bytes came from. No partial file is left behind, whatever fill raises."""
+    fd, tmp = _temp_beside(path, ".part")
+    part = Path(tmp)
     try:
-        os.link(part, path)
-        return 1
-    except FileExistsError:
-        if path.read_bytes() != part.read_bytes():
-            raise UserError(f"{path}: exists with other bytes than {source}; move it away to copy it "
-                            "(results are never overwritten)") from None
-        return 0
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+        try:
+            os.link(part, path)
+            return 1
+        except FileExistsError:
+            if path.read_bytes() != part.read_bytes():
+                raise UserError(f"{path}: exists with other bytes than {source}; move it away to copy it "
+                                "(results are never overwritten)") from None
+            return 0
     finally:
         part.unlink(missing_ok=True)
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
-from harness.results import place_new
+from harness.results import copy_new
 
 # bucket names as S3 accepts them (3-63 lowercase letters, digits, '.', '-'), then an optional key prefix
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[^\s]*)?$")
@@ -114,23 +113,18 @@ def pull(url: str, dest: Path, endpoint: str | None = None, say=print) -> int:
 
 
 def _pull_one(s3, bucket: str, key: str, path: Path) -> int:
-    """1 if written, 0 if an identical file was there (results.place_new: never over an existing file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".pull-", delete=False) as tmp:
-        part = Path(tmp.name)
-        try:
-            with _s3_errors(f"s3://{bucket}/{key}"):
-                resp = s3.get_object(bucket, key)
-                try:
-                    for chunk in resp.stream(1 << 20):
-                        tmp.write(chunk)
-                finally:
-                    resp.close()
-                    resp.release_conn()
-        except BaseException:
-            part.unlink(missing_ok=True)  # no half-downloaded file left beside the results
-            raise
-    return place_new(part, path, f"s3://{bucket}/{key}")
+    """1 if written, 0 if an identical file was there (results.copy_new: never over an existing file)."""
+    def fill(f) -> None:
+        with _s3_errors(f"s3://{bucket}/{key}"):
+            resp = s3.get_object(bucket, key)
+            try:
+                for chunk in resp.stream(1 << 20):
+                    f.write(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
+
+    return copy_new(path, fill, f"s3://{bucket}/{key}")
 
 
 def cmd_push_results(args) -> int:

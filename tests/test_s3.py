@@ -92,6 +92,7 @@ def test_a_pushed_run_comes_back_whole_and_is_never_overwritten(tmp_path, s3_end
     back = results / "x86-s3" / "run-c"
     assert sorted(p.relative_to(back) for p in back.rglob("*") if p.is_file()) == files
     assert all(filecmp.cmp(run / f, back / f, shallow=False) for f in files)
+    assert {(back / f).stat().st_mode & 0o777 for f in files} == {_result_mode(tmp_path)}  # as write_json's
     # the report of what came back (the fixture's cells say target x86-cpu, the folder's name is the fleet's)
     assert "x86-cpu" in (results / "README.md").read_text()
     # a second collect keeps identical files; a local file with other bytes stops it, untouched
@@ -126,6 +127,14 @@ def test_push_results_refuses_what_it_cannot_push(tmp_path, s3_endpoint):
                                env=no_creds), "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
 
+def _result_mode(folder: Path) -> int:
+    """The permission bits write_json gives a result file here (readable by others, under this umask)."""
+    from harness.results import write_json
+
+    write_json(folder / "mode-probe" / "probe.json", {})
+    return (folder / "mode-probe" / "probe.json").stat().st_mode & 0o777
+
+
 def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
     import io
     import tarfile
@@ -153,7 +162,9 @@ def test_the_volume_route_never_unpacks_over_a_result(tmp_path):
     results = tmp_path / "results"
     assert untar_new(_tar(files), results, "ns/pvc") == len(files)
     assert all((results / name).read_bytes() == data for name, data in files.items())
-    assert not list(results.rglob(".collect-*"))  # no temp file left behind
+    # exactly the tar's files, no temp file left behind, readable as write_json's results are (not mkstemp's 0600)
+    assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == sorted(files)
+    assert {(results / name).stat().st_mode & 0o777 for name in files} == {_result_mode(tmp_path)}
     assert untar_new(_tar(files), results, "ns/pvc") == 0  # identical files are kept, nothing rewritten
     mine = results / "x86-cpu" / "run-c" / "run.json"
     mine.write_bytes(mine.read_bytes() + b"\n")
