@@ -52,9 +52,12 @@ def test_repeat_gives_each_cell_a_run_to_run_interval(repeated):
         assert all(x[1] <= y[0] for x, y in zip(order, order[1:], strict=False)), order
         assert [sum(b[2] for b in p) for p in blocks] == [len(r["latency_samples_ms"]) for r in cell["repeats"]]
         # the host's swing is the rounds' spread recomputed from the cell's own samples and blocks (its value is
-        # the host's: this pass runs beside another test worker, 7.19 once; its definition has test_measure's test)
+        # the host's: this pass runs beside another test worker, 7.19 once; its definition has test_measure's test).
+        # Under 5 rounds it is None by definition, and the cell must say so rather than a figure (CI once: 4 rounds)
         swing = host_swing([(r["latency_samples_ms"], r["latency_blocks"]) for r in cell["repeats"]])
-        assert swing is not None and swing >= 0 and cell["details"]["host_swing"] == pytest.approx(swing, abs=2e-4)
+        assert (swing is None) == (k < 5), (k, swing)
+        recorded = cell["details"]["host_swing"]
+        assert recorded is None if swing is None else recorded == pytest.approx(swing, abs=2e-4) and swing >= 0
         assert {r["size_bytes"] for r in cell["repeats"]} == {cell["size_bytes"]}
         assert cell["recipe"]["name"] == "minmax-per-tensor-1000" and cell["recipe"]["calibration_size"] == 100
 
