@@ -128,6 +128,32 @@ def test_the_shared_onnx_export_is_keyed_by_the_model_definition(monkeypatch, tm
     assert definition_digest(spec) != before
 
 
+def test_two_processes_sharing_a_cache_export_once_and_report_one_figure(data_dir, tmp_path):
+    """Workers of two runs (or two test workers) may meet on an empty cache: one exports, the other waits and
+    reads the same file and export_s, instead of both exporting and each recording its own figure."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import json, sys; from pathlib import Path; from tests.conftest import source_for; "
+            "s = source_for('resnet8', Path(sys.argv[1]), 10); p = s._onnx_path(); "
+            "print(json.dumps({**s.export_record, 'path': str(p)}))")
+    env = {**os.environ, "PTQ_HARNESS_CACHE": str(tmp_path), "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(data_dir)], env=env, cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    out = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in out]
+    records = [json.loads(o.strip().splitlines()[-1]) for o, _ in out]
+    assert sorted(r["cached"] for r in records) == [False, True], records
+    assert records[0]["export_s"] == records[1]["export_s"] > 0 and records[0]["path"] == records[1]["path"]
+    files = sorted(f.name for f in (tmp_path / "onnx").iterdir())
+    name = os.path.basename(records[0]["path"])
+    assert files == sorted([name, name[:-5] + ".json", name[:-5] + ".lock"]), files  # no temp file left
+
+
 def test_openvino_times_the_binding_call_which_returns_the_public_calls_output(setup, tmp_path):
     """The timed call goes to the binding's InferRequest.infer directly (4 us less Python a call): its output
     is the public infer() + output tensor's, to the bit, and the session records which call it timed."""

@@ -71,14 +71,20 @@ def test_compile_happens_in_load_and_is_recorded_per_shape(setup, inductor_int8)
     x = setup[1]
     session = backend.load(art, 2, 64)
     assert list(session.config["compile_s"]) == ["64"] and session.config["compile_s"]["64"] > 0.5
+    from torch._dynamo.utils import counters
+
     inp = session.prepare(x[:64])
+    # no timed call compiles: Dynamo's and Inductor's counters (frames, graphs, lowerings) do not move. A check on
+    # call times alone would be the host's (a 2-core CI runner beside another worker once stalled a call 123 ms)
+    before = {k: dict(v) for k, v in counters.items()}
     calls = []
     for _ in range(6):
         t0 = time.perf_counter()
         session.run(inp)
         calls.append(time.perf_counter() - t0)
-    assert calls[0] < 5 * float(np.median(calls[1:])) + 0.05, calls  # a compile would take seconds
-    assert calls[0] < session.config["compile_s"]["64"] / 5
+    assert {k: dict(v) for k, v in counters.items() if v} == {k: v for k, v in before.items() if v}
+    assert list(session.config["compile_s"]) == ["64"]
+    assert calls[0] < session.config["compile_s"]["64"] / 5, calls  # and its time is not a compile's (seconds)
 
 
 def test_a_short_batch_is_tiled_and_predicts_as_the_full_batch(setup, inductor_int8):

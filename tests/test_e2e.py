@@ -161,7 +161,8 @@ def test_memory_and_build_times_are_each_cells_own(run1, env_unavailable):
     # an fp32 onnxruntime artifact is a copy of the export; its int8 one is calibrated: quantize_s says so. Ratios,
     # not seconds: calibrating 100 images took 1.3 s on one of these VMs and 0.47 s on a faster one.
     int8 = cells[("onnxruntime", "int8")]["quantize_s"]
-    assert ort["quantize_s"] < 0.1 and ort["quantize_s"] * 10 < int8, (ort["quantize_s"], int8)
+    # (bounds leave room for a writeback stall beside the other test worker; a calibration would still break them)
+    assert ort["quantize_s"] < 0.25 and 2 * ort["quantize_s"] < int8, (ort["quantize_s"], int8)
 
 
 def test_per_class_accuracy_matches_the_saved_predictions(run1, test_split):
@@ -258,7 +259,11 @@ def test_sigkill_mid_run_then_resume_skips_finished_cells(data_dir, shared_cache
     proc.wait()
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "cells").glob("*.json")}
     assert 2 <= len(finished) < 5
-    time.sleep(1.0)
+    # a worker still importing when the runner died exits at its first step (die_with_parent), which on a loaded
+    # host can come a few seconds later; one that went on would write a cell, which the next line catches
+    deadline = time.time() + 15
+    while _workers_of(out) and time.time() < deadline:
+        time.sleep(0.2)
     assert not _workers_of(out), "a worker outlived the killed runner"
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "cells").glob("*.json")} == finished
     proc = run_cli("run", *args, "--resume")

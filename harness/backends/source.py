@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -88,11 +89,23 @@ class Source:
         name = (f"{self.spec.name}-{file_digest(self.weights)[:12]}-def{definition_digest(self.spec)}"
                 f"-torch{torch.__version__}-opset{ONNX_OPSET}.onnx")
         path = cache_dir() / "onnx" / name
-        meta = path.with_suffix(".json")  # how long the export took when it was made: export_s is the same
-        if path.is_file() and meta.is_file():  # figure whether or not this cell found it in the cache
-            self.export_record = {**json.loads(meta.read_text()), "cached": True}
-            return path
+        # how long the export took when it was made: export_s is the same figure whether or not a cell found it
+        # in the cache
+        meta = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # one exporter at a time: two workers (or test processes) sharing a cache would otherwise both export and
+        # each write its own export_s, so cells of one run could report different figures for one file
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.is_file() and meta.is_file():
+                self.export_record = {**json.loads(meta.read_text()), "cached": True}
+                return path
+            self._export(path, meta)
+        return path
+
+    def _export(self, path: Path, meta: Path) -> None:
+        import torch
+
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -103,9 +116,8 @@ class Source:
                               input_names=["x"], output_names=["logits"], opset_version=ONNX_OPSET,
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
             self.export_record = {"export_s": round(time.perf_counter() - t0, 4), "cached": False}
-        os.replace(tmp, path)
-        meta.write_text(json.dumps({"export_s": self.export_record["export_s"]}))
-        return path
+        meta.write_text(json.dumps({"export_s": self.export_record["export_s"]}))  # before the file: a reader
+        os.replace(tmp, path)  # that sees the model finds its figure
 
     def calib_batches(self, batch: int):
         """The calibration images in batches of at most `batch` images and about CALIB_BATCH_BYTES: a
