@@ -171,19 +171,22 @@ def test_openvino_times_the_binding_call_which_returns_the_public_calls_output(s
     assert not np.array_equal(np.array(session.run(other)), fast)
 
 
-@pytest.mark.parametrize("backend", ["ipex", "torch-inductor"])
-def test_int8_takes_the_7bit_activation_range_exactly_when_the_cpu_lacks_vnni(backend, run1, compiled_run,
-                                                                                env_unavailable):
-    """Both default to full-range uint8, which saturates in oneDNN's u8s8 kernels without VNNI (resnet20 int8 on an
-    AVX2-only EPYC: IPEX 89.8%, compiled 89.79% on 960 images, against ~91%): the cell records the 7-bit range and
-    why on such a CPU, the full range elsewhere, and its top-1 stays within 1 point of fp32 either way."""
+@pytest.mark.parametrize("backend, precision, field", [("ipex", "int8", "activations"),
+                                                       ("torch-inductor", "int8", "activations"),
+                                                       ("onnxruntime", "uint8", "weights")])
+def test_u8s8_takes_the_7bit_range_exactly_when_the_cpu_lacks_vnni(backend, precision, field, run1, compiled_run,
+                                                                    env_unavailable):
+    """All three default to the full range, which saturates in u8s8 kernels without VNNI (resnet20 on an AVX2-only
+    EPYC: IPEX int8 89.8%, compiled 89.79% on 960 images, against ~91%; onnxruntime uint8 91.15% against 91.73%
+    on 10,000): the cell records the 7-bit range and why on such a CPU, the full range elsewhere, and its top-1
+    stays within 1 point of fp32 either way."""
     from harness.envinfo import has_vnni
 
     if backend in env_unavailable:
         pytest.skip(f"{backend}: its environment cannot be installed here: {env_unavailable[backend]}")
     made = run_cells(run1, compiled_run)
-    cell, ref = made[(backend, "int8")], made[(backend, "fp32")]
+    cell, ref = made[(backend, precision)], made[(backend, "fp32")]
     details = cell["details"]
-    assert f"reduce_range={not has_vnni()}" in details["activations"], details["activations"]
+    assert f"reduce_range={not has_vnni()}" in details[field], details[field]
     assert ("no VNNI" in (details.get("reduce_range_why") or "")) == (not has_vnni())
     assert abs(cell["accuracy"]["top1"] - ref["accuracy"]["top1"]) <= 1.0

@@ -136,6 +136,30 @@ def test_onnxruntime_per_tensor_weights_have_one_scale(data_dir, shared_cache, t
         assert (sizes == {1}) == (name == "pt"), (name, sizes)
 
 
+def test_onnxruntime_uint8_weights_take_7_bits_exactly_where_u8s8_saturates(data_dir, shared_cache, tmp_path):
+    """U8S8's default is 7-bit weights ([-64, 64]) on a CPU without VNNI, the full int8 range with it; the recipe
+    option overrides either way. The quantized weight initializers show which range was used."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from harness.envinfo import has_vnni
+
+    src = source_for("resnet20", data_dir, 20)
+    for name, opt in (("default", None), ("on", True), ("off", False)):
+        src.recipe = Recipe(name=name, backend_options={"onnxruntime": {} if opt is None else {"reduce_range": opt}})
+        (tmp_path / name).mkdir()
+        art = get_backend("onnxruntime").build(src, "uint8", tmp_path / name)
+        weights = [numpy_helper.to_array(i) for i in onnx.load(str(art.path)).graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8 and i.dims and len(i.dims) == 4]  # the conv weights
+        assert len(weights) == 19, len(weights)
+        top = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        reduced = (not has_vnni()) if opt is None else opt
+        # symmetric per-channel: each channel's largest weight lands on the range's end
+        assert top == (64 if reduced else 127), (name, top)
+        assert art.details["weights"].endswith(f"reduce_range={reduced}")
+        assert ("no VNNI" in art.details["reduce_range_why"]) == (opt is None and reduced)
+
+
 def test_repeat_interval_is_student_t():
     iv = repeat_interval([1.0, 2.0, 3.0])
     assert iv["value_ms"] == 2.0 and iv["n"] == 3
