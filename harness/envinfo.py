@@ -42,6 +42,17 @@ def has_vnni() -> bool:
     return any(cpu_info()["isa"][flag] for flag in VNNI)
 
 
+def reduce_range_for(chosen: bool | None, default_of: str, saturation: str) -> tuple[bool, str]:
+    """(reduce_range, why) for a u8s8 int8 path: the recipe's choice if it made one, else the 7-bit range exactly
+    when this CPU has no VNNI, where the u8s8 multiply (VPMADDUBSW) saturates its int16 sums. default_of names
+    whose full-range default applies with VNNI; saturation says what saturates without it."""
+    if chosen is not None:
+        return bool(chosen), "recipe option"
+    if has_vnni():
+        return False, f"this CPU has VNNI: full 8-bit range, {default_of}'s default"
+    return True, f"this CPU has no VNNI ({'/'.join(VNNI)}): {saturation}"
+
+
 def memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.backends.base import Artifact, Backend, Session, Unsupported
 from harness.backends.pt2e import export_graph, pad_to, quantized, refuse_unmappable
-from harness.envinfo import has_vnni
+from harness.envinfo import reduce_range_for
 
 XIQ = "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"
 DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
@@ -74,12 +74,9 @@ class InductorBackend(Backend):
         if src.recipe.activation_symmetric:
             raise Unsupported(f"recipe {src.recipe.name!r} sets activation_symmetric = true: X86InductorQuantizer "
                               "quantizes activations as uint8 affine only")
-        reduce_range, why = src.recipe.options(self.NAME).get("reduce_range"), "recipe option"
-        if reduce_range is None:
-            reduce_range = not has_vnni()
-            why = ("this CPU has no VNNI (avx512_vnni/avx_vnni/amx_int8): without it oneDNN's u8s8 multiply "
-                   "saturates (resnet20 lost 1.6 points of top-1 on an AVX2-only EPYC)" if reduce_range
-                   else "this CPU has VNNI: full 8-bit range, X86InductorQuantizer's default")
+        reduce_range, why = reduce_range_for(src.recipe.options(self.NAME).get("reduce_range"),
+                                             "X86InductorQuantizer", "without it oneDNN's u8s8 multiply saturates "
+                                             "(resnet20 lost 1.6 points of top-1 on an AVX2-only EPYC)")
         config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=reduce_range)
         method = "per-batch min/max at run time" if dynamic else "histogram (X86InductorQuantizer default)"
         if src.recipe.method == "minmax" and not dynamic:

@@ -109,16 +109,12 @@ class OnnxRuntimeBackend(Backend):
         weights with VPMADDUBSW, whose int16 pair sums saturate (255 * 127 * 2 > 32767); onnxruntime's guide
         advises reduce_range for that. resnet20 uint8 on an AVX2-only EPYC: 91.15% against fp32's 91.73%, while
         S8S8 int8 kept 91.73%. IPEX and torch-inductor do the same for their uint8 activations."""
-        from harness.envinfo import has_vnni
+        from harness.envinfo import reduce_range_for
 
         chosen = recipe.options(self.NAME).get("reduce_range")
-        if chosen is not None:
-            return bool(chosen), "recipe option"
-        if precision != "uint8":
+        if chosen is None and precision != "uint8":
             return False, "S8S8: full range (the saturation is U8S8's)"
-        if has_vnni():
-            return False, "this CPU has VNNI: full 8-bit range, quantize_static's default"
-        return True, "this CPU has no VNNI (avx512_vnni/avx_vnni/amx_int8): U8S8's multiply saturates at full range"
+        return reduce_range_for(chosen, "quantize_static", "U8S8's multiply saturates at full range")
 
     @staticmethod
     def _dynamic(fp32: Path, out: Path, workdir: Path) -> dict:
