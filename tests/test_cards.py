@@ -13,8 +13,7 @@ from tests.cards import card_text, write_resnet20_cards
 from tests.conftest import FAST as E2E_FAST
 from tests.conftest import REPO, run_cli
 
-FAST = ["--test-limit", "300", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
-        "--warmup", "2", "--accuracy-budget", "0"]  # the whole test limit always: asserted image counts
+FAST = ["--test-limit", "300", *E2E_FAST[2:]]  # run1's settings (tests/conftest.py) on 300 images
 # CIFAR ResNet-18 (tests/fixtures/resnet18_cifar.py) counted by hand: conv1 3->64 at 32x32 (1,769,472), layer1
 # 4 x 64->64 at 32x32 (150,994,944), layers 2-4 each 3x3 convs 134,217,728 - 2,097,152 + a 1x1 shortcut 2,097,152
 # (134,217,728 a layer), and the 512->10 linear (5,120)

@@ -10,10 +10,10 @@ import pytest
 
 from harness.measure import host_swing
 from harness.reproduce import run_args
+from tests.conftest import FAST as E2E_FAST
 from tests.conftest import REPO, run_cli
 
-FAST = ["--test-limit", "300", "--calibration-size", "100", "--min-duration", "0.05", "--min-count", "10",
-        "--warmup", "2", "--accuracy-budget", "0"]  # the whole test limit always: asserted image counts
+FAST = ["--test-limit", "300", *E2E_FAST[2:]]  # run1's settings (tests/conftest.py) on 300 images
 MINMAX = str(REPO / "targets" / "recipes" / "minmax-per-tensor-1000.toml")
 
 
