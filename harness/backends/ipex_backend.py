@@ -69,23 +69,23 @@ class IpexBackend(Backend):
                 "api": "intel_extension_for_pytorch.quantization prepare/convert (default_dynamic_qconfig_mapping)",
                 "note": "dynamic quantization covers Linear layers only; convolutions stay fp32"}
         from harness.backends.torch_qconfig import qconfig_mapping
-        from harness.envinfo import has_vnni
+        from harness.envinfo import reduce_range_for
 
         # IPEX's default static qconfig: HistogramObserver without reduce_range, per-channel symmetric weights. On a
         # CPU without VNNI its u8s8 kernels saturate at full range (resnet20, 500 images on an AVX2-only EPYC: 89.8%
         # against fp32's 91.0%), so there the 7-bit range is used, as torch.ao's x86 default and torch-inductor do.
-        no_vnni = not has_vnni()
+        reduce_range, why = reduce_range_for(None, "IPEX's static qconfig", "its u8s8 kernels saturate at full range")
         mapping, recipe_details = qconfig_mapping(ipex.quantization.default_static_qconfig_mapping, src.recipe,
-                                                  True if no_vnni else None, False, "ipex")
-        if no_vnni:
-            recipe_details["reduce_range_why"] = "this CPU has no VNNI (avx512_vnni/avx_vnni/amx_int8)"
+                                                  True if reduce_range else None, False, "ipex")
+        if reduce_range:  # with VNNI IPEX's own default mapping is used untouched, so there is no choice to explain
+            recipe_details["reduce_range_why"] = why
         prepared = prepare(model, mapping, example_inputs=example)
         with torch.no_grad():
             for batch in src.calib_batches(CALIB_BATCH):
                 prepared(torch.from_numpy(batch))
         return convert(prepared), {
             "api": "intel_extension_for_pytorch.quantization prepare/convert (default_static_qconfig_mapping)",
-            "activations": f"uint8 per-tensor affine (HistogramObserver, reduce_range={no_vnni})",
+            "activations": f"uint8 per-tensor affine (HistogramObserver, reduce_range={reduce_range})",
             "weights": "int8 per-channel symmetric",
             "calibration_method": "histogram (IPEX default static qconfig)", **recipe_details}
 

@@ -16,8 +16,6 @@ py = [open(f).read() for f in glob.glob(os.environ["TORCHINDUCTOR_CACHE_DIR"] + 
 py = [s for s in py if "def call(" in s]
 print("compile wrapper files:", len(py))
 print("compile onednn calls:", collections.Counter(re.findall(r"torch\.ops\.onednn\.(\w+)", "\n".join(py))))
-print("compile cpp kernels:", sum(s.count("cpp_fused_") for s in py) // 2)
 z = zipfile.ZipFile(pkg); cpp = "\n".join(z.read(n).decode(errors="ignore") for n in z.namelist() if n.endswith(".wrapper.cpp") or n.endswith(".cpp"))
 print("aoti files:", [n for n in z.namelist() if n.endswith(".cpp")])
 print("aoti onednn calls:", collections.Counter(re.findall(r"aoti_torch_cpu_\w*?(qconv\w*|qlinear\w*)\(", cpp)))
-print("aoti cpp kernels:", len(set(re.findall(r"void (cpp_fused_\w+)\(", cpp))))
