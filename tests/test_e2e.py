@@ -73,7 +73,8 @@ def test_every_cell_has_a_status_and_the_fixed_fields(run1, env_unavailable):
         assert acc["ties"]["top1"] >= 0 and acc["top1_range"][0] <= acc["top1"] <= acc["top1_range"][1]
         assert set(c["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std", "n"} and c["latency_ms"]["n"] >= 10
         assert len(c["latency_samples_ms"]) == c["latency_ms"]["n"]
-        assert c["throughput"][0]["batch"] == 64 and c["throughput"][0]["images_per_s"] > 0
+        thr = c["throughput"][0]
+        assert thr["batch"] == 64 and thr["images_per_s"] == pytest.approx(64e3 / np.median(thr["samples_ms"]))
         assert c["calibration"]["size"] == 100 and len(c["calibration"]["sha256"]) == 64
         assert c["test"]["size"] == 500
         with np.load(run1 / "cells" / f"{cell_stem('resnet20', backend, precision)}.pred.npz") as z:

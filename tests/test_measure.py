@@ -1,5 +1,5 @@
 """The figures themselves against known quantities: tie-aware top-k, non-finite outputs, percentiles that need
-samples, and each worker's own memory high-water mark."""
+samples, throughput from a known batch time, and each worker's own memory high-water mark."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness.measure import NonFinite, evaluate, summarize, topk_credit
+from harness.measure import NonFinite, evaluate, summarize, throughput, topk_credit
 from tests.conftest import REPO
 
 
@@ -70,6 +70,26 @@ def test_percentiles_need_their_samples():
     assert summarize([1.0] * 5)["p90"] is None
     many = summarize(list(np.arange(1, 201, dtype=float)))
     assert many["p99"] == pytest.approx(198.01) and "note" not in many
+
+
+def test_throughput_is_the_batch_over_the_median_batch_time():
+    """64 images in a median 11.5-ms batch are 5,565.2 img/s; one preempted 500-ms call does not move it."""
+    assert throughput([10.0, 12.0, 11.0, 500.0], 64) == pytest.approx(64 / 0.0115)
+    assert throughput([2.0], 1) == pytest.approx(500.0)
+
+
+@pytest.mark.timing  # sleep-timed calls
+def test_throughput_of_a_known_call_time_through_the_timed_blocks():
+    """Calls that take 5 ms (a sleep) for a batch of 64: every sample is one call's milliseconds, so the
+    throughput is 12,800 img/s less only the sleep's overshoot (allowed up to 1.5 ms a call)."""
+    import time
+
+    from harness.baton import Turns
+    from harness.phases import timed_blocks
+
+    samples, _ = timed_blocks(lambda _: time.sleep(0.005), None, {"min_duration_s": 0.2}, 10, Turns(None), 0.005)
+    assert 5.0 <= float(np.median(samples)) <= 6.5, samples
+    assert 64 / 0.0065 <= throughput(samples, 64) <= 64 / 0.005
 
 
 def test_memory_is_the_processes_own_high_water_mark():
